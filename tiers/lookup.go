@@ -1,0 +1,53 @@
+package tiers
+
+import (
+	"context"
+	"fmt"
+)
+
+// Lookup reports how many leading blocks of a chain are cached: hashes are
+// the chain's block hashes in order, in namespace ns at layer. It stops at
+// the first block that is not cached. When levels is non-nil, levels[i]
+// receives the fastest level holding block i for every cached block (it
+// must be at least as long as hashes). Lookup takes only read locks and
+// does not change recency; Get does.
+func (s *Store) Lookup(ctx context.Context, ns string, layer int16, hashes []Hash, levels []Level) (int, error) {
+	if err := s.checkOpen(); err != nil {
+		return 0, err
+	}
+	if err := ValidateNamespace(ns); err != nil {
+		return 0, err
+	}
+	if layer < AllLayers || layer > MaxLayer {
+		return 0, fmt.Errorf("%w: layer: %d not in -1..%d", ErrInvalid, layer, MaxLayer)
+	}
+	if levels != nil && len(levels) < len(hashes) {
+		return 0, fmt.Errorf("%w: levels: room for %d, %d hashes", ErrInvalid, len(levels), len(hashes))
+	}
+	k := Key{Namespace: ns, Layer: layer}
+	for n, h := range hashes {
+		if n&1023 == 1023 {
+			if err := ctx.Err(); err != nil {
+				return n, err
+			}
+		}
+		if h.n != 16 && h.n != 32 {
+			return n, fmt.Errorf("%w: hashes[%d]: %d bytes, want 16 or 32", ErrInvalid, n, h.n)
+		}
+		k.Hash = h
+		sh := s.shardFor(k)
+		sh.mu.RLock()
+		lvl := LevelNone
+		if i := sh.find(k); i != nilIdx && !sh.slab[i].doomed {
+			lvl = sh.slab[i].top()
+		}
+		sh.mu.RUnlock()
+		if lvl == LevelNone {
+			return n, nil
+		}
+		if levels != nil {
+			levels[n] = lvl
+		}
+	}
+	return len(hashes), nil
+}

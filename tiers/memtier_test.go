@@ -1,0 +1,230 @@
+package tiers
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// memTier is an in-memory Tier (and HostTier) for the store's tests: a
+// bounded map with byte accounting and fault injection. The real tiers have
+// their own packages and tests; this one lets the store's logic be tested
+// alone and checked against its index.
+type memTier struct {
+	name string
+	cap  int64
+
+	mu       sync.Mutex // protects all below
+	blocks   map[Key]*memBlock
+	reserved map[int64]*memBlock // by slot offset
+	used     int64               // bytes of committed blocks and reservations
+	next     int64
+	corrupt  int64
+	closed   bool
+	// corruptNext makes the next Get of this key fail its checksum.
+	corruptNext map[Key]bool
+}
+
+type memBlock struct {
+	l    Layout
+	data []byte
+	slot Slot
+}
+
+func newMemTier(name string, capacity int64) *memTier {
+	return &memTier{name: name, cap: capacity, blocks: map[Key]*memBlock{}, reserved: map[int64]*memBlock{}, corruptNext: map[Key]bool{}}
+}
+
+var _ HostTier = (*memTier)(nil)
+
+func (m *memTier) Put(ctx context.Context, k Key, l Layout, data []byte) error {
+	s, view, err := m.Reserve(l)
+	if err != nil {
+		return err
+	}
+	copy(view, data)
+	return m.Commit(k, l, s)
+}
+
+func (m *memTier) Reserve(l Layout) (Slot, []byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return Slot{}, nil, ErrClosed
+	}
+	n := l.Size()
+	if m.used+n > m.cap {
+		return Slot{}, nil, fmt.Errorf("%s: %w", m.name, ErrFull)
+	}
+	m.used += n
+	m.next++
+	b := &memBlock{l: l, data: make([]byte, n), slot: Slot{Offset: m.next, Len: n, Gen: uint32(m.next)}}
+	m.reserved[b.slot.Offset] = b
+	return b.slot, b.data, nil
+}
+
+func (m *memTier) Commit(k Key, l Layout, s Slot) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.reserved[s.Offset]
+	if !ok {
+		return fmt.Errorf("%w: slot %d not reserved", ErrInvalid, s.Offset)
+	}
+	delete(m.reserved, s.Offset)
+	if old, ok := m.blocks[k]; ok {
+		m.used -= int64(len(old.data))
+	}
+	b.l = l
+	m.blocks[k] = b
+	return nil
+}
+
+func (m *memTier) Abort(s Slot) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.reserved[s.Offset]
+	if !ok {
+		return fmt.Errorf("%w: slot %d not reserved", ErrInvalid, s.Offset)
+	}
+	delete(m.reserved, s.Offset)
+	m.used -= int64(len(b.data))
+	return nil
+}
+
+func (m *memTier) View(k Key) (Layout, Slot, []byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.blocks[k]
+	if !ok {
+		return Layout{}, Slot{}, nil, ErrNotFound
+	}
+	return b.l, b.slot, b.data, nil
+}
+
+func (m *memTier) Get(ctx context.Context, k Key, dst []byte) (Layout, []byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return Layout{}, dst, ErrClosed
+	}
+	b, ok := m.blocks[k]
+	if !ok {
+		return Layout{}, dst, ErrNotFound
+	}
+	if m.corruptNext[k] {
+		delete(m.corruptNext, k)
+		delete(m.blocks, k)
+		m.used -= int64(len(b.data))
+		m.corrupt++
+		return Layout{}, dst, fmt.Errorf("%w: %v", ErrCorrupt, k)
+	}
+	return b.l, append(dst, b.data...), nil
+}
+
+func (m *memTier) Delete(ctx context.Context, k Key) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if b, ok := m.blocks[k]; ok {
+		// Scribble over the bytes so a view kept past its pin shows up.
+		for i := range b.data {
+			b.data[i] = 0xDD
+		}
+		m.used -= int64(len(b.data))
+		delete(m.blocks, k)
+	}
+	return nil
+}
+
+func (m *memTier) Stats() TierStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var used int64
+	for _, b := range m.blocks {
+		used += int64(len(b.data))
+	}
+	return TierStats{Name: m.name, CapacityBytes: m.cap, UsedBytes: used, ReservedBytes: m.used, Blocks: int64(len(m.blocks)), Corrupt: m.corrupt}
+}
+
+func (m *memTier) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	return nil
+}
+
+func (m *memTier) has(k Key) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.blocks[k]
+	return ok
+}
+
+func (m *memTier) Scan(ctx context.Context, fn func(Key, Layout, int64) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, b := range m.blocks {
+		if err := fn(k, b.l, int64(len(b.data))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *memTier) Sync() error { return nil }
+
+// checkIndex verifies that the store's index agrees with its tiers and that
+// the recency lists hold exactly the entries with a copy at their level.
+// Call it only while the store is quiescent.
+func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
+	for si, sh := range s.shards {
+		sh.mu.RLock()
+		for k, i := range sh.idx {
+			e := &sh.slab[i]
+			if e.key != k || e.free {
+				sh.mu.RUnlock()
+				return fmt.Errorf("shard %d: index %v points at entry for %v (free=%v)", si, k, e.key, e.free)
+			}
+			if e.where == 0 {
+				sh.mu.RUnlock()
+				return fmt.Errorf("%v: indexed with no copy", k)
+			}
+			for l, bit := range bitOf {
+				mt := tiersByBit[bit]
+				onList := sh.inList(l, i)
+				if (e.where&bit != 0) != onList {
+					sh.mu.RUnlock()
+					return fmt.Errorf("%v: copy bit %b is %v but on list %d is %v", k, bit, e.where&bit != 0, l, onList)
+				}
+				if mt != nil && (e.where&bit != 0) != mt.has(k) {
+					sh.mu.RUnlock()
+					return fmt.Errorf("%v: index says %s copy %v, tier says %v", k, mt.name, e.where&bit != 0, mt.has(k))
+				}
+			}
+			if e.pins != 0 || e.userPins != 0 {
+				sh.mu.RUnlock()
+				return fmt.Errorf("%v: %d pins left", k, e.pins)
+			}
+		}
+		for l := range sh.lru {
+			n := 0
+			for i := sh.lru[l].head; i != nilIdx; i = sh.slab[i].lists[l].next {
+				n++
+				if n > len(sh.slab) {
+					sh.mu.RUnlock()
+					return fmt.Errorf("shard %d list %d: cycle", si, l)
+				}
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	for _, mt := range tiersByBit {
+		if mt == nil {
+			continue
+		}
+		st := mt.Stats()
+		if st.UsedBytes > st.CapacityBytes {
+			return fmt.Errorf("%s: %d bytes used over capacity %d", mt.name, st.UsedBytes, st.CapacityBytes)
+		}
+	}
+	return nil
+}

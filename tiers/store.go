@@ -1,0 +1,669 @@
+package tiers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+)
+
+// Config configures a Store. Zero fields take defaults from EnsureDefaults.
+type Config struct {
+	// DRAM is the landing tier: every block is written here first and every
+	// read is served from here. Required.
+	DRAM HostTier
+	// NVMe is the persistent tier, a write-behind copy of DRAM. Optional. If
+	// it implements Scanner, Open rebuilds the index from it; if it
+	// implements Syncer, durable puts wait for it.
+	NVMe Tier
+	// HBM is the GPU tier, filled on request (GetOptions.Promote). Optional.
+	// DRAM is inclusive of HBM, so dropping an HBM copy is free.
+	HBM Tier
+
+	// Shards is the number of index shards (locks). Default 64.
+	Shards int
+	// WriteBehindQueue bounds the blocks waiting to be copied to NVMe; a put
+	// that finds it full waits (back-pressure). Default 256.
+	WriteBehindQueue int
+	// WriteBehindWorkers is the number of goroutines copying DRAM to NVMe. Default 2.
+	WriteBehindWorkers int
+	// LeafScan is how many least-recently-used blocks eviction examines
+	// looking for a leaf of a prefix chain before it settles for a non-leaf. Default 64.
+	LeafScan int
+	// Logger receives the store's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// EnsureDefaults fills zero fields with their defaults.
+func (c *Config) EnsureDefaults() {
+	if c.Shards <= 0 {
+		c.Shards = 64
+	}
+	if c.WriteBehindQueue <= 0 {
+		c.WriteBehindQueue = 256
+	}
+	if c.WriteBehindWorkers <= 0 {
+		c.WriteBehindWorkers = 2
+	}
+	if c.LeafScan <= 0 {
+		c.LeafScan = 64
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports a configuration that cannot work.
+func (c *Config) Validate() error {
+	if c.DRAM == nil {
+		return fmt.Errorf("%w: config: DRAM tier is required", ErrInvalid)
+	}
+	if c.Shards > 1<<16 {
+		return fmt.Errorf("%w: config: %d shards is too many", ErrInvalid, c.Shards)
+	}
+	return nil
+}
+
+// PutOptions modify Put and Commit.
+type PutOptions struct {
+	// Parent is the hash of the previous block of the chain (same namespace
+	// and layer), zero for the first block or when unknown. It lets eviction
+	// take leaves first, so every chain's cached part stays a prefix.
+	Parent Hash
+	// Durable makes the call return only after the block's NVMe copy is on
+	// stable storage. Without an NVMe tier it is ErrUnavailable.
+	Durable bool
+}
+
+// GetOptions modify Get.
+type GetOptions struct {
+	// Promote: LevelHBM also copies the block into HBM (ErrUnavailable
+	// without an HBM tier). Any other value: the block is brought into DRAM,
+	// which every Get does.
+	Promote Level
+}
+
+// Block is a pinned block returned by Get. Data is the block's bytes in
+// place in the DRAM arena: valid until Release(Key), never after. Do not
+// write to it.
+type Block struct {
+	Key    Key
+	Layout Layout
+	Data   []byte
+	Slot   Slot  // where Data lives in the DRAM arena's mapping
+	From   Level // the fastest level that held the block when Get was called
+}
+
+// Reservation is room in the DRAM arena for a block being written in place
+// (the shared-memory data plane): fill Data (or the arena mapping at
+// Slot.Offset), then Commit or Abort.
+type Reservation struct {
+	Key    Key
+	Layout Layout
+	Slot   Slot
+	Data   []byte
+}
+
+// Store is the tier hierarchy: it owns the index of every cached block, the
+// placement of copies across HBM, DRAM and NVMe, eviction, promotion,
+// write-behind to NVMe, and pins. It is safe for concurrent use: the index
+// is sharded, and no lock is held across NVMe I/O except to delete a copy.
+type Store struct {
+	cfg    Config
+	dram   HostTier
+	nvme   Tier // nil without an NVMe tier
+	hbm    Tier // nil without an HBM tier
+	shards []*shard
+	log    *slog.Logger
+
+	evictCursor [numLists]atomic.Uint32 // round-robin start shard for eviction
+	dramCap     int64
+
+	wbq    chan Key      // write-behind queue
+	done   chan struct{} // closed by Close
+	wbWG   sync.WaitGroup
+	closed atomic.Bool
+}
+
+// Open builds a store over the given tiers. When the NVMe tier is a Scanner
+// its blocks are indexed, so a restart finds them. The store takes
+// ownership of the tiers: Close closes them.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg.EnsureDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{
+		cfg:     cfg,
+		dram:    cfg.DRAM,
+		nvme:    cfg.NVMe,
+		hbm:     cfg.HBM,
+		log:     cfg.Logger,
+		dramCap: cfg.DRAM.Stats().CapacityBytes,
+		wbq:     make(chan Key, cfg.WriteBehindQueue),
+		done:    make(chan struct{}),
+	}
+	s.shards = make([]*shard, cfg.Shards)
+	for i := range s.shards {
+		s.shards[i] = newShard()
+	}
+	if sc, ok := s.nvme.(Scanner); ok {
+		n := 0
+		err := sc.Scan(ctx, func(k Key, l Layout, _ int64) error {
+			sh := s.shardFor(k)
+			sh.mu.Lock()
+			i := sh.find(k)
+			if i == nilIdx {
+				i = sh.add(k)
+			}
+			e := &sh.slab[i]
+			e.layout = l
+			e.where |= inNVMe
+			sh.pushFront(listNVMe, i)
+			sh.mu.Unlock()
+			n++
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("tiers: rebuilding index from NVMe: %w", err)
+		}
+		s.log.Info("tiers: index rebuilt from NVMe", "blocks", n)
+	}
+	if s.nvme != nil {
+		for range cfg.WriteBehindWorkers {
+			s.wbWG.Add(1)
+			go s.writeBehind()
+		}
+	}
+	return s, nil
+}
+
+func (s *Store) shardFor(k Key) *shard { return s.shards[shardOf(k, len(s.shards))] }
+
+func (s *Store) checkOpen() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+func invalidLayout(err error) error { return fmt.Errorf("%w: %w", ErrInvalid, err) }
+
+// Put stores a copy of data, a block with layout l, under k. The block lands
+// in DRAM and is copied to NVMe behind the caller (or before return when
+// opts.Durable). Blocks are content-addressed: a put of a key already cached
+// with the same layout only refreshes its recency. When DRAM is full,
+// unpinned blocks are evicted (persisted ones for free, others demoted to
+// NVMe first); when everything is pinned the put fails with ErrExhausted.
+func (s *Store) Put(ctx context.Context, k Key, l Layout, data []byte, opts PutOptions) error {
+	if err := s.checkPut(k, l, len(data), opts); err != nil {
+		return err
+	}
+	if done, err := s.putExisting(ctx, k, l, opts); done {
+		return err
+	}
+	slot, view, err := s.reserveDRAM(ctx, l)
+	if err != nil {
+		return err
+	}
+	copy(view, data)
+	return s.commit(ctx, k, l, slot, opts)
+}
+
+func (s *Store) checkPut(k Key, l Layout, n int, opts PutOptions) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	if err := l.CheckLen(n); err != nil {
+		return invalidLayout(err)
+	}
+	if !opts.Parent.IsZero() && opts.Parent.Len() != 16 && opts.Parent.Len() != 32 {
+		return fmt.Errorf("%w: parent hash: %d bytes", ErrInvalid, opts.Parent.Len())
+	}
+	if opts.Durable && s.nvme == nil {
+		return fmt.Errorf("%w: durable put needs an NVMe tier", ErrUnavailable)
+	}
+	return nil
+}
+
+// putExisting handles a put of a block already in DRAM with the same
+// layout: it refreshes recency and, for a durable put, persists it.
+func (s *Store) putExisting(ctx context.Context, k Key, l Layout, opts PutOptions) (bool, error) {
+	sh := s.shardFor(k)
+	sh.mu.Lock()
+	i := sh.find(k)
+	if i == nilIdx {
+		sh.mu.Unlock()
+		return false, nil
+	}
+	e := &sh.slab[i]
+	if e.where&inDRAM == 0 || e.layout != l {
+		sh.mu.Unlock()
+		return false, nil
+	}
+	e.doomed = false
+	sh.touch(i)
+	persisted := e.where&inNVMe != 0
+	sh.mu.Unlock()
+	if opts.Durable && !persisted {
+		return true, s.persistSync(ctx, k)
+	}
+	return true, nil
+}
+
+// Reserve makes room in DRAM for a block of layout l that the caller will
+// write in place (the shared-memory data plane). Finish with Commit or Abort.
+func (s *Store) Reserve(ctx context.Context, k Key, l Layout) (Reservation, error) {
+	if err := s.checkPut(k, l, int(l.Size()), PutOptions{}); err != nil {
+		return Reservation{}, err
+	}
+	slot, view, err := s.reserveDRAM(ctx, l)
+	if err != nil {
+		return Reservation{}, err
+	}
+	return Reservation{Key: k, Layout: l, Slot: slot, Data: view}, nil
+}
+
+// Commit makes a reservation's block visible, as Put does with its copy.
+// A reservation is committed or aborted exactly once.
+func (s *Store) Commit(ctx context.Context, r Reservation, opts PutOptions) error {
+	if err := s.checkPut(r.Key, r.Layout, int(r.Layout.Size()), opts); err != nil {
+		if !errors.Is(err, ErrClosed) {
+			_ = s.dram.Abort(r.Slot)
+		}
+		return err
+	}
+	return s.commit(ctx, r.Key, r.Layout, r.Slot, opts)
+}
+
+// Abort frees a reservation that will not be committed.
+func (s *Store) Abort(r Reservation) error { return s.dram.Abort(r.Slot) }
+
+// reserveDRAM allocates a DRAM slot for l, evicting until one is free.
+func (s *Store) reserveDRAM(ctx context.Context, l Layout) (Slot, []byte, error) {
+	if l.Size() > s.dramCap {
+		return Slot{}, nil, fmt.Errorf("%w: block of %d bytes is larger than the DRAM tier (%d bytes)", ErrExhausted, l.Size(), s.dramCap)
+	}
+	for {
+		slot, view, err := s.dram.Reserve(l)
+		if err == nil {
+			return slot, view, nil
+		}
+		if !errors.Is(err, ErrFull) {
+			return Slot{}, nil, err
+		}
+		if err := s.makeRoom(ctx, listDRAM); err != nil {
+			return Slot{}, nil, fmt.Errorf("%w: DRAM tier is full of pinned blocks", err)
+		}
+	}
+}
+
+// commit publishes a filled DRAM slot as k.
+func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts PutOptions) error {
+	linked := s.linkParent(k, opts.Parent)
+	sh := s.shardFor(k)
+	sh.mu.Lock()
+	i := sh.find(k)
+	if i != nilIdx {
+		e := &sh.slab[i]
+		switch {
+		case e.where&inDRAM != 0 && e.layout == l:
+			// Another put of the same content won the race.
+			e.doomed = false
+			sh.touch(i)
+			sh.mu.Unlock()
+			_ = s.dram.Abort(slot)
+			s.unlinkParent(k, opts.Parent, linked)
+			return s.afterCommit(ctx, k, opts, false)
+		case e.pins > 0 && e.layout != l:
+			sh.mu.Unlock()
+			_ = s.dram.Abort(slot)
+			s.unlinkParent(k, opts.Parent, linked)
+			return fmt.Errorf("%w: %v is held with layout %v; cannot replace it with %v", ErrPinned, k, e.layout, l)
+		case e.layout != l:
+			// Every copy of the old layout is stale; this put starts afresh.
+			s.dropCopies(sh, i, e.where)
+			i = sh.find(k)
+		}
+	}
+	if err := s.dram.Commit(k, l, slot); err != nil {
+		s.unlock(sh)
+		_ = s.dram.Abort(slot)
+		s.unlinkParent(k, opts.Parent, linked)
+		return err
+	}
+	if i == nilIdx {
+		i = sh.add(k)
+		e := &sh.slab[i]
+		e.parent = opts.Parent
+		e.linked = linked
+		linked = false // now owned by the entry
+	}
+	e := &sh.slab[i]
+	e.doomed = false
+	e.layout = l
+	e.where |= inDRAM
+	sh.pushFront(listDRAM, i)
+	persisted := e.where&inNVMe != 0
+	s.unlock(sh)
+	s.unlinkParent(k, opts.Parent, linked)
+	return s.afterCommit(ctx, k, opts, !persisted)
+}
+
+// afterCommit schedules or performs the NVMe copy.
+func (s *Store) afterCommit(ctx context.Context, k Key, opts PutOptions, needPersist bool) error {
+	if s.nvme == nil {
+		return nil
+	}
+	if opts.Durable {
+		return s.persistSync(ctx, k)
+	}
+	if !needPersist {
+		return nil
+	}
+	select {
+	case s.wbq <- k:
+	case <-ctx.Done():
+		// The block is stored; it will be demoted to NVMe when DRAM evicts
+		// it, or flushed at Close.
+	case <-s.done:
+	}
+	return nil
+}
+
+// parentKey returns the key of k's parent block, if the put named one.
+func parentKey(k Key, parent Hash) (Key, bool) {
+	if parent.IsZero() {
+		return Key{}, false
+	}
+	return Key{Namespace: k.Namespace, Hash: parent, Layer: k.Layer}, true
+}
+
+// adjustChildren changes the children count of pk by delta and reports
+// whether pk is cached. Caller holds no shard lock.
+func (s *Store) adjustChildren(pk Key, delta int32) bool {
+	sh := s.shardFor(pk)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i := sh.find(pk)
+	if i == nilIdx {
+		return false
+	}
+	e := &sh.slab[i]
+	e.children += delta
+	if e.children < 0 {
+		e.children = 0 // the parent was deleted and re-added: the count is a hint
+	}
+	return true
+}
+
+// linkParent counts a new block as its parent's child; unlinkParent undoes it.
+func (s *Store) linkParent(k Key, parent Hash) bool {
+	pk, ok := parentKey(k, parent)
+	return ok && s.adjustChildren(pk, +1)
+}
+
+func (s *Store) unlinkParent(k Key, parent Hash, linked bool) {
+	if pk, ok := parentKey(k, parent); ok && linked {
+		s.adjustChildren(pk, -1)
+	}
+}
+
+// unlock releases sh.mu, then applies the parent updates that dropCopies
+// queued while it was held (a shard lock is never held while taking another).
+func (s *Store) unlock(sh *shard) {
+	var buf [8]Key
+	n := copy(buf[:], sh.pending)
+	if n > 0 {
+		copy(sh.pending, sh.pending[n:])
+		sh.pending = sh.pending[:len(sh.pending)-n]
+	}
+	sh.mu.Unlock()
+	for _, pk := range buf[:n] {
+		s.adjustChildren(pk, -1)
+	}
+}
+
+// Get pins k and returns its bytes in place in DRAM, promoting the block from
+// NVMe when DRAM lacks it. The caller must Release(k) when done with Data.
+// A block that is not cached, or whose only copy fails its checksum (it is
+// then removed and counted), is ErrNotFound.
+func (s *Store) Get(ctx context.Context, k Key, opts GetOptions) (Block, error) {
+	if err := s.checkOpen(); err != nil {
+		return Block{}, err
+	}
+	if err := k.Validate(); err != nil {
+		return Block{}, err
+	}
+	if opts.Promote == LevelHBM && s.hbm == nil {
+		return Block{}, fmt.Errorf("%w: no HBM tier", ErrUnavailable)
+	}
+	b, err := s.getDRAM(ctx, k)
+	if err != nil {
+		return Block{}, err
+	}
+	if opts.Promote == LevelHBM && b.From != LevelHBM {
+		if err := s.promoteHBM(ctx, k, b); err != nil {
+			_ = s.Release(k)
+			return Block{}, err
+		}
+	}
+	return b, nil
+}
+
+func (s *Store) getDRAM(ctx context.Context, k Key) (Block, error) {
+	sh := s.shardFor(k)
+	sh.mu.Lock()
+	i := sh.find(k)
+	if i == nilIdx || sh.slab[i].doomed {
+		sh.ctr.misses++
+		sh.mu.Unlock()
+		return Block{}, fmt.Errorf("%w: %v", ErrNotFound, k)
+	}
+	e := &sh.slab[i]
+	from := e.top()
+	if e.where&inDRAM != 0 {
+		l, slot, view, err := s.dram.View(k)
+		if err != nil {
+			sh.mu.Unlock()
+			return Block{}, fmt.Errorf("tiers: DRAM copy of %v: %w", k, err)
+		}
+		e.pins++
+		e.userPins++
+		sh.touch(i)
+		sh.ctr.hits[from]++
+		sh.mu.Unlock()
+		return Block{Key: k, Layout: l, Data: view, Slot: slot, From: from}, nil
+	}
+	// Only on NVMe: pin, so eviction leaves it alone, and promote.
+	e.pins++
+	e.userPins++
+	l := e.layout
+	sh.mu.Unlock()
+	b, err := s.promoteDRAM(ctx, k, l)
+	if err != nil {
+		s.unpin(k, true)
+		return Block{}, err
+	}
+	return b, nil
+}
+
+// promoteDRAM reads k from NVMe into a fresh DRAM slot. k is pinned by the caller.
+func (s *Store) promoteDRAM(ctx context.Context, k Key, l Layout) (Block, error) {
+	slot, view, err := s.reserveDRAM(ctx, l)
+	if err != nil {
+		return Block{}, err
+	}
+	got, data, err := s.nvme.Get(ctx, k, view[:0])
+	if err == nil && (got != l || len(data) != len(view) || (len(data) > 0 && &data[0] != &view[0])) {
+		err = fmt.Errorf("%w: NVMe copy of %v has layout %v, index says %v", ErrCorrupt, k, got, l)
+	}
+	sh := s.shardFor(k)
+	if err != nil {
+		_ = s.dram.Abort(slot)
+		if !errors.Is(err, ErrNotFound) && !IsCorruption(err) {
+			return Block{}, err
+		}
+		sh.mu.Lock()
+		if i := sh.find(k); i != nilIdx {
+			if IsCorruption(err) {
+				sh.ctr.corrupt++
+				s.log.Warn("tiers: corrupt NVMe copy removed", "key", k.String(), "err", err)
+			}
+			sh.ctr.misses++
+			s.dropCopies(sh, i, inNVMe)
+		}
+		s.unlock(sh)
+		return Block{}, fmt.Errorf("%w: %v (NVMe copy unusable: %v)", ErrNotFound, k, err)
+	}
+	sh.mu.Lock()
+	i := sh.find(k) // pinned, so still present
+	e := &sh.slab[i]
+	if e.where&inDRAM != 0 {
+		// A concurrent Get promoted it first.
+		sh.mu.Unlock()
+		_ = s.dram.Abort(slot)
+		sh.mu.Lock()
+		l, slot, view, err = s.dram.View(k)
+		sh.mu.Unlock()
+		if err != nil {
+			return Block{}, err
+		}
+		return Block{Key: k, Layout: l, Data: view, Slot: slot, From: LevelNVMe}, nil
+	}
+	if err := s.dram.Commit(k, l, slot); err != nil {
+		sh.mu.Unlock()
+		_ = s.dram.Abort(slot)
+		return Block{}, err
+	}
+	e.where |= inDRAM
+	sh.touch(i)
+	sh.ctr.hits[LevelNVMe]++
+	sh.ctr.promotions[LevelDRAM]++
+	sh.mu.Unlock()
+	return Block{Key: k, Layout: l, Data: view, Slot: slot, From: LevelNVMe}, nil
+}
+
+// promoteHBM copies a pinned DRAM block into HBM, evicting HBM copies as needed.
+func (s *Store) promoteHBM(ctx context.Context, k Key, b Block) error {
+	for {
+		err := s.hbm.Put(ctx, k, b.Layout, b.Data)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrFull) {
+			return err
+		}
+		if err := s.makeRoom(ctx, listHBM); err != nil {
+			return fmt.Errorf("%w: HBM tier is full of pinned blocks", err)
+		}
+	}
+	sh := s.shardFor(k)
+	sh.mu.Lock()
+	i := sh.find(k)
+	e := &sh.slab[i]
+	e.where |= inHBM
+	sh.pushFront(listHBM, i)
+	sh.ctr.promotions[LevelHBM]++
+	sh.mu.Unlock()
+	return nil
+}
+
+// Release drops one pin that Get took on k.
+func (s *Store) Release(k Key) error {
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	return s.unpin(k, true)
+}
+
+func (s *Store) unpin(k Key, user bool) error {
+	sh := s.shardFor(k)
+	sh.mu.Lock()
+	defer s.unlock(sh)
+	i := sh.find(k)
+	if i == nilIdx || (user && sh.slab[i].userPins == 0) || sh.slab[i].pins == 0 {
+		return fmt.Errorf("%w: %v", ErrNotPinned, k)
+	}
+	e := &sh.slab[i]
+	e.pins--
+	if user {
+		e.userPins--
+	}
+	if e.pins == 0 && (e.doomed || e.where == 0) {
+		s.dropCopies(sh, i, e.where)
+	}
+	return nil
+}
+
+// Delete removes every copy of k. Deleting a block that is not cached is
+// not an error; deleting one a reader holds is ErrPinned.
+func (s *Store) Delete(ctx context.Context, k Key) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	sh := s.shardFor(k)
+	sh.mu.Lock()
+	defer s.unlock(sh)
+	i := sh.find(k)
+	if i == nilIdx {
+		return nil
+	}
+	e := &sh.slab[i]
+	switch {
+	case e.userPins > 0:
+		return fmt.Errorf("%w: %v has %d readers", ErrPinned, k, e.userPins)
+	case e.pins > 0:
+		// Only the write-behind holds it: finish when it lets go.
+		e.doomed = true
+	default:
+		s.dropCopies(sh, i, e.where)
+	}
+	return nil
+}
+
+// dropCopies deletes the copies in bits from their tiers and, when no copy
+// is left, the entry. Caller holds sh.mu; the deletes happen under it so a
+// concurrent put of the same key cannot be undone by a late delete.
+func (s *Store) dropCopies(sh *shard, i int32, bits uint8) {
+	e := &sh.slab[i]
+	k := e.key
+	ctx := context.Background()
+	if bits&inHBM != 0 && e.where&inHBM != 0 {
+		if err := s.hbm.Delete(ctx, k); err != nil {
+			s.log.Warn("tiers: deleting HBM copy", "key", k.String(), "err", err)
+		}
+		e.where &^= inHBM
+		sh.unlink(listHBM, i)
+	}
+	if bits&inDRAM != 0 && e.where&inDRAM != 0 {
+		if err := s.dram.Delete(ctx, k); err != nil {
+			s.log.Warn("tiers: deleting DRAM copy", "key", k.String(), "err", err)
+		}
+		e.where &^= inDRAM
+		sh.unlink(listDRAM, i)
+	}
+	if bits&inNVMe != 0 && e.where&inNVMe != 0 {
+		if err := s.nvme.Delete(ctx, k); err != nil {
+			s.log.Warn("tiers: deleting NVMe copy", "key", k.String(), "err", err)
+		}
+		e.where &^= inNVMe
+		sh.unlink(listNVMe, i)
+	}
+	if e.where == 0 && e.pins == 0 {
+		if pk, ok := parentKey(k, e.parent); ok && e.linked {
+			// The parent may live in this very shard, whose lock we hold:
+			// the caller adjusts it in unlock.
+			sh.pending = append(sh.pending, pk)
+		}
+		sh.drop(i)
+	}
+}

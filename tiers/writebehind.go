@@ -1,0 +1,116 @@
+package tiers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// writeBehind copies queued DRAM blocks to NVMe until Close. A fixed pool of
+// these goroutines serves the whole store; none is started per block.
+func (s *Store) writeBehind() {
+	defer s.wbWG.Done()
+	ctx := context.Background()
+	for {
+		select {
+		case k := <-s.wbq:
+			s.persistLogged(ctx, k)
+		case <-s.done:
+			for {
+				select {
+				case k := <-s.wbq:
+					s.persistLogged(ctx, k)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *Store) persistLogged(ctx context.Context, k Key) {
+	if err := s.persist(ctx, k); err != nil {
+		s.log.Warn("tiers: write-behind to NVMe failed; the block stays in DRAM only", "key", k.String(), "err", err)
+	}
+}
+
+// persistSync persists k and waits until NVMe has it on stable storage.
+func (s *Store) persistSync(ctx context.Context, k Key) error {
+	if err := s.persist(ctx, k); err != nil {
+		return err
+	}
+	if sy, ok := s.nvme.(Syncer); ok {
+		if err := sy.Sync(); err != nil {
+			return fmt.Errorf("tiers: syncing NVMe: %w", err)
+		}
+	}
+	return nil
+}
+
+// persist copies k's DRAM copy to NVMe if NVMe lacks it. The block holds an
+// I/O pin meanwhile, so its DRAM slot cannot be freed under the copy. Only
+// one persist of a block runs at a time; a second caller waits for it.
+func (s *Store) persist(ctx context.Context, k Key) error {
+	sh := s.shardFor(k)
+	for {
+		sh.mu.Lock()
+		i := sh.find(k)
+		if i == nilIdx {
+			sh.mu.Unlock()
+			return nil // deleted or evicted before its turn
+		}
+		e := &sh.slab[i]
+		if e.doomed || e.where&inDRAM == 0 || e.where&inNVMe != 0 {
+			sh.mu.Unlock()
+			return nil
+		}
+		if !e.saving {
+			break // with sh.mu held
+		}
+		sh.mu.Unlock()
+		if err := sleepCtx(ctx, busyWait); err != nil {
+			return err
+		}
+	}
+	i := sh.find(k)
+	e := &sh.slab[i]
+	l, _, view, err := s.dram.View(k)
+	if err != nil {
+		sh.mu.Unlock()
+		return err
+	}
+	e.pins++
+	e.saving = true
+	sh.mu.Unlock()
+
+	err = s.putNVMe(ctx, k, l, view)
+
+	sh.mu.Lock()
+	i = sh.find(k)
+	e = &sh.slab[i]
+	e.pins--
+	e.saving = false
+	if err == nil {
+		e.where |= inNVMe
+		sh.pushFront(listNVMe, i)
+		sh.ctr.demotions++
+	}
+	if e.pins == 0 && (e.doomed || e.where == 0) {
+		s.dropCopies(sh, i, e.where)
+	}
+	s.unlock(sh)
+	return err
+}
+
+// putNVMe writes a block to NVMe, evicting NVMe copies until it fits.
+func (s *Store) putNVMe(ctx context.Context, k Key, l Layout, data []byte) error {
+	for {
+		err := s.nvme.Put(ctx, k, l, data)
+		if err == nil || !errors.Is(err, ErrFull) {
+			return err
+		}
+		if err := s.makeRoom(ctx, listNVMe); err != nil {
+			return fmt.Errorf("%w: NVMe tier cannot make room for %v", err, k)
+		}
+	}
+}
