@@ -1,9 +1,35 @@
 // Package codec owns the bytes of a block: its Layout (dtype, layers, kv
 // heads, head dim, tokens, K/V order), the frame format blocks are stored in
 // (a versioned header with the layout and a CRC-32C checksum over header and
-// payload), and the codecs that fill a frame's payload.
+// payload), and the codecs that fill a frame's payload: raw, lossless
+// (byte/bit-plane shuffle + lz4) and quantized (int8, int4, int3, int2). It
+// also measures what quantization costs (relative error, per-vector cosine,
+// attention-output error and KL given queries).
 //
 // Decode never returns bytes whose checksum does not match, and never
 // panics or allocates without bound on hostile input: damaged frames are
-// errors wrapping ErrCorrupt.
+// errors wrapping ErrCorrupt. Allocation is bounded by the header's
+// validated raw length (the layout size, at most 4 GiB).
+//
+// A block is described by a Layout (dtype, order, layers, KV heads, tokens,
+// head_dim). Quantization works on units, one [tokens][head_dim] matrix of K
+// or V per layer and head: keys per channel over groups of tokens, values per
+// token over groups of channels (KIVI), asymmetric min/max with the group
+// bounds coded on a 255-step grid of the unit's range, and key bits moved to
+// the channels where keys, and so queries, are large. Options.Entropy swaps
+// the group codes for a uniform quantizer and a rANS coder (smaller, slower).
+// quant.go documents the payload; frame.go the frame.
+//
+// Buffers: Encode appends to dst and Decode appends to dst; size them with
+// MaxFrameLen and Layout.Size and neither allocates (temporary buffers come
+// from a pool). The result aliases dst. Options.Parallelism and
+// DecodeParallel spread a block's units over goroutines and do allocate.
+//
+// Caveats: fp8 blocks are always stored losslessly (a quantized mode on an
+// fp8 block yields a Lossless frame). Quantized modes map NaN to 0 and clamp
+// infinities, so a block with non-finite values does not round-trip. Decoding
+// a frame from another architecture may differ in the last bit of a quantized
+// value (float rounding), never in the lossless modes. Ratios hold for blocks
+// with many tokens: per-unit bounds cost 5 bytes per key channel and the group
+// bounds 2 bytes per group, so a 16-token block pays about 2 bits per value.
 package codec

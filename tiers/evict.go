@@ -48,71 +48,87 @@ var bitOf = [numLists]uint8{listHBM: inHBM, listDRAM: inDRAM, listNVMe: inNVMe}
 // levelOf maps a recency list to its level.
 var levelOf = [numLists]Level{listHBM: LevelHBM, listDRAM: LevelDRAM, listNVMe: LevelNVMe}
 
+// evictSample is how many shards eviction compares candidates from.
+const evictSample = 8
+
+// candidate is a shard's proposal for eviction.
+type candidate struct {
+	sh      *shard
+	key     Key
+	lastUse uint64
+	demote  bool
+}
+
 // evict removes one unpinned copy from the level that list l tracks and
 // reports whether it freed anything, and, when it did not, whether blocks
 // held only by the store's own I/O (write-behind) were in the way, so that
-// waiting briefly will help. Shards are visited round robin from a
-// moving cursor, so eviction approximates a global LRU without a global lock.
+// waiting briefly will help.
 //
-// Within a shard the least recently used copies are examined first:
-//   - a DRAM copy that NVMe also holds is dropped for free; one that it does
-//     not is demoted (written to NVMe) first, unless there is no NVMe tier;
-//   - where the copy is the block's last, leaves of prefix chains (blocks no
-//     cached block continues) go first, so cached chains stay prefixes.
+// Each shard proposes its least recently used eligible copy; eviction
+// compares the proposals of evictSample shards (taken round robin from a
+// moving cursor) and takes the oldest, so it approximates a global LRU
+// without a global lock. Eligibility, in order of preference:
+//   - a DRAM copy that NVMe also holds, or an HBM copy: dropped for free;
+//   - where the copy is the block's last, a leaf of its prefix chain (a
+//     block no cached block continues), so cached chains stay prefixes;
+//   - a DRAM copy NVMe lacks: demoted (written to NVMe) first;
+//   - only when nothing above exists anywhere: any unpinned copy.
 func (s *Store) evict(ctx context.Context, l int) (freed, busy bool) {
 	n := len(s.shards)
 	start := int(s.evictCursor[l].Add(1))
-	// First pass: only victims that cost nothing to lose (a copy that is not
-	// the block's last, or a chain leaf). Second pass: whatever is unpinned.
 	for _, strict := range [...]bool{true, false} {
-		for j := 0; j < n; j++ {
+		var best candidate
+		found, sampled := false, 0
+		for j := 0; j < n && sampled < evictSample; j++ {
 			sh := s.shards[(start+j)%n]
-			ok, b := s.evictFrom(ctx, sh, l, strict)
-			if ok {
-				return true, false
-			}
+			sh.mu.Lock()
+			i, demote, b := s.pickVictim(sh, l, strict)
 			busy = busy || b
+			if i != nilIdx {
+				sampled++
+				e := &sh.slab[i]
+				better := !found || (best.demote && !demote) || (best.demote == demote && e.lastUse < best.lastUse)
+				if better {
+					best, found = candidate{sh: sh, key: e.key, lastUse: e.lastUse, demote: demote}, true
+				}
+			}
+			sh.mu.Unlock()
+		}
+		if found {
+			freed, changed := s.evictCandidate(ctx, l, best)
+			// When the candidate changed under us (pinned meanwhile), the
+			// caller may retry; a failed demotion is final.
+			return freed, busy || changed
 		}
 	}
 	return false, busy
 }
 
-// evictFrom tries to evict one copy tracked by list l from sh.
-func (s *Store) evictFrom(ctx context.Context, sh *shard, l int, strict bool) (freed, busy bool) {
+// evictCandidate evicts the copy a shard proposed, if it is still eligible,
+// and reports whether it freed room or found the candidate changed.
+func (s *Store) evictCandidate(ctx context.Context, l int, c candidate) (freed, changed bool) {
 	bit := bitOf[l]
-	sh.mu.Lock()
-	victim, demote, busy := s.pickVictim(sh, l, strict)
-	if victim == nilIdx {
-		sh.mu.Unlock()
-		return false, busy
-	}
-	if !demote {
-		sh.ctr.evictions[levelOf[l]]++
-		s.dropCopies(sh, victim, s.dropBits(bit))
-		s.unlock(sh)
-		return true, false
-	}
-	// Demote: write the DRAM copy to NVMe under an I/O pin, then drop it.
-	k := sh.slab[victim].key
-	sh.mu.Unlock()
-	if err := s.persist(ctx, k); err != nil {
-		s.log.Warn("tiers: demoting block to NVMe", "key", k.String(), "err", err)
-		return false, false
+	sh := c.sh
+	if c.demote {
+		// Write the DRAM copy to NVMe under an I/O pin, then drop it.
+		if err := s.persist(ctx, c.key); err != nil {
+			s.log.Warn("tiers: demoting block to NVMe", "key", c.key.String(), "err", err)
+			return false, false
+		}
 	}
 	sh.mu.Lock()
-	i := sh.find(k)
+	i := sh.find(c.key)
 	if i == nilIdx {
-		// Deleted meanwhile: its room is free anyway.
 		sh.mu.Unlock()
-		return true, false
+		return true, false // deleted meanwhile: its room is free anyway
 	}
 	e := &sh.slab[i]
-	if e.pins > 0 || e.where&inDRAM == 0 || e.where&inNVMe == 0 {
-		gone := e.where&inDRAM == 0
+	if e.pins > 0 || e.where&bit == 0 || (c.demote && e.where&inNVMe == 0) {
+		gone := e.where&bit == 0
 		sh.mu.Unlock()
 		return gone, !gone
 	}
-	sh.ctr.evictions[LevelDRAM]++
+	sh.ctr.evictions[levelOf[l]]++
 	s.dropCopies(sh, i, s.dropBits(bit))
 	s.unlock(sh)
 	return true, false
@@ -127,9 +143,11 @@ func (s *Store) dropBits(bit uint8) uint8 {
 	return bit
 }
 
-// pickVictim chooses the copy to evict from list l of sh, and whether it
-// must be demoted to NVMe first. When strict, it settles only for a copy
-// that is free to drop or a chain leaf. Caller holds sh.mu.
+// pickVictim proposes the copy to evict from list l of sh, and whether it
+// must be demoted to NVMe first, scanning up to LeafScan unpinned copies
+// from the least recently used end. When strict, it proposes only a copy
+// that is free to drop, a chain leaf, or one to demote. busy reports blocks
+// skipped because the store's own I/O holds them. Caller holds sh.mu.
 func (s *Store) pickVictim(sh *shard, l int, strict bool) (victim int32, demote, busy bool) {
 	fallback, unpersisted := int32(nilIdx), int32(nilIdx)
 	scanned := 0
@@ -151,7 +169,7 @@ func (s *Store) pickVictim(sh *shard, l int, strict bool) (victim int32, demote,
 		case fallback == nilIdx:
 			fallback = i
 		}
-		if scanned >= s.cfg.LeafScan && (fallback != nilIdx || unpersisted != nilIdx) {
+		if scanned >= s.cfg.LeafScan {
 			break
 		}
 	}

@@ -1,7 +1,7 @@
 package tiers
 
 import (
-	"encoding/binary"
+	"hash/maphash"
 	"sync"
 )
 
@@ -35,12 +35,14 @@ type entry struct {
 	layout   Layout
 	where    uint8 // inHBM | inDRAM | inNVMe
 	linked   bool  // parent's children count includes this entry
-	doomed   bool  // deleted while an internal I/O pin was held; removed at last unpin
 	saving   bool  // a persist of this block to NVMe is in flight
 	pins     int32 // reader pins (Get) plus internal I/O pins
 	userPins int32 // the part of pins held by Get callers
 	children int32 // cached blocks whose parent is this one (a hint for leaf-first eviction)
 	lists    [numLists]links
+	fp       uint64 // fingerprint of key: the index's map key
+	lastUse  uint64 // store clock at the last touch: orders eviction across shards
+	nextFP   int32  // next entry with the same fingerprint, or nilIdx
 	free     bool
 }
 
@@ -50,8 +52,10 @@ type list struct{ head, tail int32 }
 
 // shard is one lock's worth of the index.
 type shard struct {
-	mu      sync.RWMutex // protects everything below
-	idx     map[Key]int32
+	seed    maphash.Seed     // shared by all shards of a store; set at creation
+	mu      sync.RWMutex     // protects everything below
+	idx     map[uint64]int32 // fingerprint → first entry with it (chained by nextFP)
+	count   int
 	slab    []entry
 	freeIdx []int32
 	lru     [numLists]list
@@ -72,28 +76,58 @@ type counters struct {
 
 const numLevels = int(LevelNVMe) + 1
 
-func newShard() *shard {
-	s := &shard{idx: make(map[Key]int32)}
+func newShard(seed maphash.Seed) *shard {
+	s := &shard{seed: seed, idx: make(map[uint64]int32)}
 	for i := range s.lru {
 		s.lru[i] = list{nilIdx, nilIdx}
 	}
 	return s
 }
 
-// shardOf picks k's shard. Hashes are uniformly distributed already; the
-// layer is mixed in so the layers of one block spread out.
-func shardOf(k Key, n int) int {
-	x := binary.LittleEndian.Uint64(k.Hash.b[:8]) ^ uint64(uint16(k.Layer))*0x9E3779B97F4A7C15
-	x ^= x >> 29
-	return int(x % uint64(n))
+// The index is keyed by a 64-bit fingerprint of the key, not the key
+// itself: a map of small fixed-size keys is several times cheaper to probe
+// and to keep than one keyed by a struct holding a string. Fingerprints are
+// keyed with a per-store random seed, so clients cannot craft collisions;
+// the rare honest collision is chained through entry.nextFP.
+
+// nsHash is the namespace's part of a fingerprint, computed once per call.
+func nsHash(seed maphash.Seed, ns string) uint64 { return maphash.String(seed, ns) }
+
+// fingerprint combines the namespace hash, the block hash and the layer.
+func fingerprint(seed maphash.Seed, ns uint64, k Key) uint64 {
+	x := maphash.Bytes(seed, k.Hash.b[:k.Hash.n])
+	return x ^ (ns * 0x9E3779B97F4A7C15) ^ (uint64(uint16(k.Layer)) * 0xC2B2AE3D27D4EB4F)
 }
+
+// shardIndex maps a fingerprint to one of n shards.
+func shardIndex(fp uint64, n int) int { return int((fp >> 32) * uint64(n) >> 32) }
 
 // find returns k's index, or nilIdx. Caller holds mu (read or write).
 func (s *shard) find(k Key) int32 {
-	if i, ok := s.idx[k]; ok {
-		return i
+	return s.findFP(k, fingerprint(s.seed, nsHash(s.seed, k.Namespace), k))
+}
+
+// findFP is find with the fingerprint already computed.
+func (s *shard) findFP(k Key, fp uint64) int32 {
+	i, ok := s.idx[fp]
+	if !ok {
+		return nilIdx
+	}
+	for ; i != nilIdx; i = s.slab[i].nextFP {
+		if s.slab[i].key == k {
+			return i
+		}
 	}
 	return nilIdx
+}
+
+// each calls fn for every live entry. Caller holds mu.
+func (s *shard) each(fn func(i int32)) {
+	for i := range s.slab {
+		if !s.slab[i].free {
+			fn(int32(i))
+		}
+	}
 }
 
 // add inserts a fresh entry for k and returns its index. Caller holds mu.
@@ -106,12 +140,17 @@ func (s *shard) add(k Key) int32 {
 		s.slab = append(s.slab, entry{})
 		i = int32(len(s.slab) - 1)
 	}
+	fp := fingerprint(s.seed, nsHash(s.seed, k.Namespace), k)
 	e := &s.slab[i]
-	*e = entry{key: k}
+	*e = entry{key: k, fp: fp, nextFP: nilIdx}
 	for l := range e.lists {
 		e.lists[l] = links{nilIdx, nilIdx}
 	}
-	s.idx[k] = i
+	if head, ok := s.idx[fp]; ok {
+		e.nextFP = head
+	}
+	s.idx[fp] = i
+	s.count++
 	return i
 }
 
@@ -123,9 +162,30 @@ func (s *shard) drop(i int32) {
 			s.unlink(l, i)
 		}
 	}
-	delete(s.idx, e.key)
+	s.unindex(i)
+	s.count--
 	*e = entry{free: true}
 	s.freeIdx = append(s.freeIdx, i)
+}
+
+// unindex removes entry i from its fingerprint chain. Caller holds mu.
+func (s *shard) unindex(i int32) {
+	e := &s.slab[i]
+	head := s.idx[e.fp]
+	if head == i {
+		if e.nextFP == nilIdx {
+			delete(s.idx, e.fp)
+		} else {
+			s.idx[e.fp] = e.nextFP
+		}
+		return
+	}
+	for j := head; j != nilIdx; j = s.slab[j].nextFP {
+		if s.slab[j].nextFP == i {
+			s.slab[j].nextFP = e.nextFP
+			return
+		}
+	}
 }
 
 func (e *entry) onList(l int) bool {
@@ -174,9 +234,11 @@ func (s *shard) inList(l int, i int32) bool {
 	return s.slab[i].onList(l) || s.lru[l].head == i
 }
 
-// touch marks i as just used on every list it is on. Caller holds mu.
-func (s *shard) touch(i int32) {
+// touch marks i as just used, at store clock now, on every list it is on.
+// Caller holds mu.
+func (s *shard) touch(i int32, now uint64) {
 	e := &s.slab[i]
+	e.lastUse = now
 	for l, bit := range [numLists]uint8{inHBM, inDRAM, inNVMe} {
 		if e.where&bit != 0 {
 			s.pushFront(l, i)

@@ -25,6 +25,7 @@ func (s *Store) Lookup(ctx context.Context, ns string, layer int16, hashes []Has
 		return 0, fmt.Errorf("%w: levels: room for %d, %d hashes", ErrInvalid, len(levels), len(hashes))
 	}
 	k := Key{Namespace: ns, Layer: layer}
+	nh := nsHash(s.seed, ns)
 	for n, h := range hashes {
 		if n&1023 == 1023 {
 			if err := ctx.Err(); err != nil {
@@ -35,10 +36,11 @@ func (s *Store) Lookup(ctx context.Context, ns string, layer int16, hashes []Has
 			return n, fmt.Errorf("%w: hashes[%d]: %d bytes, want 16 or 32", ErrInvalid, n, h.n)
 		}
 		k.Hash = h
-		sh := s.shardFor(k)
+		fp := fingerprint(s.seed, nh, k)
+		sh := s.shards[shardIndex(fp, len(s.shards))]
 		sh.mu.RLock()
 		lvl := LevelNone
-		if i := sh.find(k); i != nilIdx && !sh.slab[i].doomed {
+		if i := sh.findFP(k, fp); i != nilIdx {
 			lvl = sh.slab[i].top()
 		}
 		sh.mu.RUnlock()

@@ -178,19 +178,33 @@ func (m *memTier) Sync() error { return nil }
 func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 	for si, sh := range s.shards {
 		sh.mu.RLock()
-		for k, i := range sh.idx {
-			e := &sh.slab[i]
-			if e.key != k || e.free {
-				sh.mu.RUnlock()
-				return fmt.Errorf("shard %d: index %v points at entry for %v (free=%v)", si, k, e.key, e.free)
+		n := 0
+		for fp, head := range sh.idx {
+			for i := head; i != nilIdx; i = sh.slab[i].nextFP {
+				if e := &sh.slab[i]; e.fp != fp || e.free || sh.find(e.key) != i {
+					sh.mu.RUnlock()
+					return fmt.Errorf("shard %d: fingerprint %x chain holds entry %d (fp %x, free %v)", si, fp, i, e.fp, e.free)
+				}
+				n++
 			}
+		}
+		if n != sh.count {
+			sh.mu.RUnlock()
+			return fmt.Errorf("shard %d: %d entries indexed, count says %d", si, n, sh.count)
+		}
+		for i := range sh.slab {
+			if sh.slab[i].free {
+				continue
+			}
+			e := &sh.slab[i]
+			k := e.key
 			if e.where == 0 {
 				sh.mu.RUnlock()
 				return fmt.Errorf("%v: indexed with no copy", k)
 			}
 			for l, bit := range bitOf {
 				mt := tiersByBit[bit]
-				onList := sh.inList(l, i)
+				onList := sh.inList(l, int32(i))
 				if (e.where&bit != 0) != onList {
 					sh.mu.RUnlock()
 					return fmt.Errorf("%v: copy bit %b is %v but on list %d is %v", k, bit, e.where&bit != 0, l, onList)

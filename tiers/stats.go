@@ -41,12 +41,12 @@ func (s *Store) Stats() Stats {
 		c.misses += sh.ctr.misses
 		c.demotions += sh.ctr.demotions
 		c.corrupt += sh.ctr.corrupt
-		st.IndexedBlocks += int64(len(sh.idx))
-		for _, i := range sh.idx {
+		st.IndexedBlocks += int64(sh.count)
+		sh.each(func(i int32) {
 			if sh.slab[i].userPins > 0 {
 				st.PinnedBlocks++
 			}
-		}
+		})
 		sh.mu.RUnlock()
 	}
 	add := func(lvl Level, t Tier) {
@@ -85,11 +85,11 @@ func (s *Store) Close() error {
 		for _, sh := range s.shards {
 			var keys []Key
 			sh.mu.RLock()
-			for k, i := range sh.idx {
-				if e := &sh.slab[i]; e.where&inDRAM != 0 && e.where&inNVMe == 0 && !e.doomed {
-					keys = append(keys, k)
+			sh.each(func(i int32) {
+				if e := &sh.slab[i]; e.where&inDRAM != 0 && e.where&inNVMe == 0 {
+					keys = append(keys, e.key)
 				}
-			}
+			})
 			sh.mu.RUnlock()
 			for _, k := range keys {
 				if err := s.persist(ctx, k); err != nil {

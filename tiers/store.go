@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -116,9 +117,11 @@ type Store struct {
 	nvme   Tier // nil without an NVMe tier
 	hbm    Tier // nil without an HBM tier
 	shards []*shard
+	seed   maphash.Seed // keys the index fingerprints
 	log    *slog.Logger
 
 	evictCursor [numLists]atomic.Uint32 // round-robin start shard for eviction
+	clock       atomic.Uint64           // ticks once per touch; orders recency across shards
 	dramCap     int64
 
 	wbq    chan Key      // write-behind queue
@@ -145,9 +148,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		wbq:     make(chan Key, cfg.WriteBehindQueue),
 		done:    make(chan struct{}),
 	}
+	s.seed = maphash.MakeSeed()
 	s.shards = make([]*shard, cfg.Shards)
 	for i := range s.shards {
-		s.shards[i] = newShard()
+		s.shards[i] = newShard(s.seed)
 	}
 	if sc, ok := s.nvme.(Scanner); ok {
 		n := 0
@@ -161,7 +165,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			e := &sh.slab[i]
 			e.layout = l
 			e.where |= inNVMe
-			sh.pushFront(listNVMe, i)
+			sh.touch(i, s.tick()) // write order: the oldest write is evicted first
 			sh.mu.Unlock()
 			n++
 			return nil
@@ -180,7 +184,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) shardFor(k Key) *shard { return s.shards[shardOf(k, len(s.shards))] }
+func (s *Store) shardFor(k Key) *shard {
+	return s.shards[shardIndex(fingerprint(s.seed, nsHash(s.seed, k.Namespace), k), len(s.shards))]
+}
+
+// tick advances the store's recency clock.
+func (s *Store) tick() uint64 { return s.clock.Add(1) }
 
 func (s *Store) checkOpen() error {
 	if s.closed.Load() {
@@ -246,8 +255,7 @@ func (s *Store) putExisting(ctx context.Context, k Key, l Layout, opts PutOption
 		sh.mu.Unlock()
 		return false, nil
 	}
-	e.doomed = false
-	sh.touch(i)
+	sh.touch(i, s.tick())
 	persisted := e.where&inNVMe != 0
 	sh.mu.Unlock()
 	if opts.Durable && !persisted {
@@ -314,8 +322,7 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts Put
 		switch {
 		case e.where&inDRAM != 0 && e.layout == l:
 			// Another put of the same content won the race.
-			e.doomed = false
-			sh.touch(i)
+			sh.touch(i, s.tick())
 			sh.mu.Unlock()
 			_ = s.dram.Abort(slot)
 			s.unlinkParent(k, opts.Parent, linked)
@@ -345,10 +352,9 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts Put
 		linked = false // now owned by the entry
 	}
 	e := &sh.slab[i]
-	e.doomed = false
 	e.layout = l
 	e.where |= inDRAM
-	sh.pushFront(listDRAM, i)
+	sh.touch(i, s.tick())
 	persisted := e.where&inNVMe != 0
 	s.unlock(sh)
 	s.unlinkParent(k, opts.Parent, linked)
@@ -460,7 +466,7 @@ func (s *Store) getDRAM(ctx context.Context, k Key) (Block, error) {
 	sh := s.shardFor(k)
 	sh.mu.Lock()
 	i := sh.find(k)
-	if i == nilIdx || sh.slab[i].doomed {
+	if i == nilIdx {
 		sh.ctr.misses++
 		sh.mu.Unlock()
 		return Block{}, fmt.Errorf("%w: %v", ErrNotFound, k)
@@ -475,7 +481,7 @@ func (s *Store) getDRAM(ctx context.Context, k Key) (Block, error) {
 		}
 		e.pins++
 		e.userPins++
-		sh.touch(i)
+		sh.touch(i, s.tick())
 		sh.ctr.hits[from]++
 		sh.mu.Unlock()
 		return Block{Key: k, Layout: l, Data: view, Slot: slot, From: from}, nil
@@ -542,7 +548,7 @@ func (s *Store) promoteDRAM(ctx context.Context, k Key, l Layout) (Block, error)
 		return Block{}, err
 	}
 	e.where |= inDRAM
-	sh.touch(i)
+	sh.touch(i, s.tick())
 	sh.ctr.hits[LevelNVMe]++
 	sh.ctr.promotions[LevelDRAM]++
 	sh.mu.Unlock()
@@ -595,14 +601,15 @@ func (s *Store) unpin(k Key, user bool) error {
 	if user {
 		e.userPins--
 	}
-	if e.pins == 0 && (e.doomed || e.where == 0) {
+	if e.pins == 0 && e.where == 0 {
 		s.dropCopies(sh, i, e.where)
 	}
 	return nil
 }
 
 // Delete removes every copy of k. Deleting a block that is not cached is
-// not an error; deleting one a reader holds is ErrPinned.
+// not an error; deleting one a reader holds is ErrPinned. A block being
+// copied to NVMe is deleted once the copy finishes.
 func (s *Store) Delete(ctx context.Context, k Key) error {
 	if err := s.checkOpen(); err != nil {
 		return err
@@ -611,23 +618,30 @@ func (s *Store) Delete(ctx context.Context, k Key) error {
 		return err
 	}
 	sh := s.shardFor(k)
-	sh.mu.Lock()
-	defer s.unlock(sh)
-	i := sh.find(k)
-	if i == nilIdx {
-		return nil
+	for {
+		sh.mu.Lock()
+		i := sh.find(k)
+		if i == nilIdx {
+			sh.mu.Unlock()
+			return nil
+		}
+		e := &sh.slab[i]
+		if e.userPins > 0 {
+			n := e.userPins
+			sh.mu.Unlock()
+			return fmt.Errorf("%w: %v has %d readers", ErrPinned, k, n)
+		}
+		if e.pins == 0 {
+			s.dropCopies(sh, i, e.where)
+			s.unlock(sh)
+			return nil
+		}
+		// Only the store's own write-behind holds it; it lets go shortly.
+		sh.mu.Unlock()
+		if err := sleepCtx(ctx, busyWait); err != nil {
+			return err
+		}
 	}
-	e := &sh.slab[i]
-	switch {
-	case e.userPins > 0:
-		return fmt.Errorf("%w: %v has %d readers", ErrPinned, k, e.userPins)
-	case e.pins > 0:
-		// Only the write-behind holds it: finish when it lets go.
-		e.doomed = true
-	default:
-		s.dropCopies(sh, i, e.where)
-	}
-	return nil
 }
 
 // dropCopies deletes the copies in bits from their tiers and, when no copy

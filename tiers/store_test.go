@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kvtier/kvtier/codec"
 )
@@ -48,12 +49,19 @@ type testStore struct {
 	dram, nvme, hbm *memTier
 }
 
+// check verifies the index against the tiers once write-behind is idle
+// (its I/O pins are transient, so it retries for a while).
 func (ts *testStore) check(t *testing.T) {
 	t.Helper()
 	m := map[uint8]*memTier{inDRAM: ts.dram, inNVMe: ts.nvme, inHBM: ts.hbm}
-	if err := checkIndex(ts.Store, m); err != nil {
-		t.Fatal(err)
+	var err error
+	for range 200 {
+		if err = checkIndex(ts.Store, m); err == nil {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
+	t.Fatal(err)
 }
 
 // newTestStore builds a store over memory tiers; a capacity of 0 leaves that tier out.
@@ -257,7 +265,8 @@ func TestStoreEvictsLeavesFirst(t *testing.T) {
 	ts := newTestStore(t, 8, 0, 0)
 	a := chain(t, ts.Store, "m", 0, 4)
 	b := chain(t, ts.Store, "m", 100, 4)
-	// Touch a's root so that a pure LRU would evict b's root first.
+	// Touch a's root and b's tail: a pure LRU would now evict a[1], a[2]
+	// and b[0], breaking both chains. Leaf-first LRU evicts a[3], then a[2].
 	for _, k := range append([]Key{a[0]}, b[1:]...) {
 		mustGet(t, ts.Store, k, content(k, testBlock, 0))
 		ts.Release(k)
@@ -266,7 +275,7 @@ func TestStoreEvictsLeavesFirst(t *testing.T) {
 	chain(t, ts.Store, "m", 200, 2)
 	na, _ := ts.Lookup(ctx, "m", AllLayers, hashesOf(a), nil)
 	nb, _ := ts.Lookup(ctx, "m", AllLayers, hashesOf(b), nil)
-	if na+nb != 6 || na < 3 || nb < 3 {
+	if na != 2 || nb != 4 {
 		t.Fatalf("cached prefixes %d and %d: eviction broke a chain (want leaves evicted first)", na, nb)
 	}
 	for _, c := range [][]Key{a, b} {
@@ -589,10 +598,6 @@ func runModel(t *testing.T, seed uint64, dramBlocks, nvmeBlocks, hbmBlocks int) 
 			ts.Release(testKey("m", i))
 		}
 	}
-	for len(ts.wbq) > 0 {
-		// let write-behind drain so the index check sees a quiescent store
-		ts.persistLogged(ctx, <-ts.wbq)
-	}
 	ts.check(t)
 }
 
@@ -650,9 +655,6 @@ func TestStoreConcurrent(t *testing.T) {
 	close(errc)
 	for err := range errc {
 		t.Fatal(err)
-	}
-	for len(ts.wbq) > 0 {
-		ts.persistLogged(ctx, <-ts.wbq)
 	}
 	ts.check(t)
 }

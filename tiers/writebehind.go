@@ -60,7 +60,7 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 			return nil // deleted or evicted before its turn
 		}
 		e := &sh.slab[i]
-		if e.doomed || e.where&inDRAM == 0 || e.where&inNVMe != 0 {
+		if e.where&inDRAM == 0 || e.where&inNVMe != 0 {
 			sh.mu.Unlock()
 			return nil
 		}
@@ -95,7 +95,7 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 		sh.pushFront(listNVMe, i)
 		sh.ctr.demotions++
 	}
-	if e.pins == 0 && (e.doomed || e.where == 0) {
+	if e.pins == 0 && e.where == 0 {
 		s.dropCopies(sh, i, e.where)
 	}
 	s.unlock(sh)

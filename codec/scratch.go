@@ -1,0 +1,63 @@
+package codec
+
+import (
+	"sync"
+
+	"github.com/pierrec/lz4/v4"
+)
+
+// scratch holds the temporary buffers of one encode or decode so that the hot
+// path allocates nothing once the pool is warm. One goroutine owns a scratch
+// between getScratch and putScratch.
+type scratch struct {
+	shuf, lz, best []byte // lossless
+	lz4c           lz4.Compressor
+	f              []float32 // one unit as float32
+	codes          []uint8   // one unit's codes
+	buf            []byte    // one unit's encoded bytes (lz4, rANS, parallel)
+	bits           []uint8   // bits per key channel
+	w              []float64 // allocation weights
+	cmin, cmax     []float32 // per channel bounds
+	gmin, gmax     []float32 // per channel group bounds
+	glo, gscale    []float32
+	lvf            []float32 // levels per channel
+	kmin, kmax     []int32   // order keys
+	ctr            []int32
+	lut            []uint32 // per channel level tables
+	counts         [256]uint32
+	rm             ransModel
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+func getScratch() *scratch   { return scratchPool.Get().(*scratch) }
+func putScratch(sc *scratch) { scratchPool.Put(sc) }
+
+// bytes returns (*p)[:n], growing *p when its capacity is short.
+func (sc *scratch) bytes(p *[]byte, n int) []byte {
+	if cap(*p) < n {
+		*p = make([]byte, n)
+	}
+	return (*p)[:n]
+}
+
+func growF32(p *[]float32, n int) []float32 {
+	if cap(*p) < n {
+		*p = make([]float32, n)
+	}
+	return (*p)[:n]
+}
+
+func growU8(p *[]uint8, n int) []uint8 {
+	if cap(*p) < n {
+		*p = make([]uint8, n)
+	}
+	return (*p)[:n]
+}
+
+func growI32(p *[]int32, n int) []int32 {
+	if cap(*p) < n {
+		*p = make([]int32, n)
+	}
+	return (*p)[:n]
+}
