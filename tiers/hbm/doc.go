@@ -1,0 +1,31 @@
+// Package hbm is the GPU-memory tier: a tiers.Tier whose blocks live in one
+// device arena, allocated once at New (a size, or a fraction of the free
+// device memory: FractionOfFree, CapacityFromDevice), and carved into slots
+// by size class, as the DRAM arena is.
+//
+// Put copies a block host-to-device and Get device-to-host on the tier's own
+// streams (a small pool; no goroutine per block), waiting for the copy
+// before returning. Every copy is timed with events recorded around it;
+// Latency reports p50/p99 of the copies and of whole operations. When the
+// DRAM arena is registered with gpu.Device.RegisterHost (the daemon does it
+// when a GPU is present), copies from and to it run at full link speed
+// without staging.
+//
+// For engines on the same GPU, IPCHandle exports the arena and Locate gives
+// a block's offset and length in it, so the engine copies device to device.
+//
+// Caveats:
+//   - Capacity is a hard bound. Put never evicts: it returns an error
+//     wrapping tiers.ErrFull, and the Store evicts HBM copies (free, since
+//     DRAM is inclusive) and retries. A block larger than the arena is
+//     tiers.ErrExhausted.
+//   - Slots come by size class in chunks (WithChunkSize); a chunk returns to
+//     the pool when its last slot is freed, so after a change in block sizes
+//     the Store may evict several blocks before a chunk frees. Blocks larger
+//     than half a chunk take whole chunks.
+//   - A Locate offset is valid until the block is deleted or replaced;
+//     the Store keeps blocks pinned while engines read them.
+//   - HBM keeps no checksum; DRAM's copy is checksummed.
+//   - Device calls cannot be cancelled once queued: a context is checked
+//     before a copy starts and while waiting for a stream.
+package hbm
