@@ -86,7 +86,7 @@ func (s *Store) evict(ctx context.Context, l int) (freed, busy bool) {
 			busy = busy || b
 			if i != nilIdx {
 				sampled++
-				e := &sh.slab[i]
+				e := sh.at(i)
 				better := !found || (best.demote && !demote) || (best.demote == demote && e.lastUse < best.lastUse)
 				if better {
 					best, found = candidate{sh: sh, key: e.key, lastUse: e.lastUse, demote: demote}, true
@@ -122,7 +122,7 @@ func (s *Store) evictCandidate(ctx context.Context, l int, c candidate) (freed, 
 		sh.mu.Unlock()
 		return true, false // deleted meanwhile: its room is free anyway
 	}
-	e := &sh.slab[i]
+	e := sh.at(i)
 	if e.pins > 0 || e.where&bit == 0 || (c.demote && e.where&inNVMe == 0) {
 		gone := e.where&bit == 0
 		sh.mu.Unlock()
@@ -151,8 +151,8 @@ func (s *Store) dropBits(bit uint8) uint8 {
 func (s *Store) pickVictim(sh *shard, l int, strict bool) (victim int32, demote, busy bool) {
 	fallback, unpersisted := int32(nilIdx), int32(nilIdx)
 	scanned := 0
-	for i := sh.lru[l].tail; i != nilIdx; i = sh.slab[i].lists[l].prev {
-		e := &sh.slab[i]
+	for i := sh.lru[l].tail; i != nilIdx; i = sh.at(i).lists[l].prev {
+		e := sh.at(i)
 		if e.pins > 0 {
 			busy = busy || e.userPins == 0
 			continue

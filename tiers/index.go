@@ -31,7 +31,7 @@ type links struct{ prev, next int32 }
 // block and little for the garbage collector to trace.
 type entry struct {
 	key      Key
-	parent   Hash // previous block of the chain, zero when unknown
+	parentFP uint64 // fingerprint of the previous block of the chain, 0 when unknown
 	layout   Layout
 	where    uint8 // inHBM | inDRAM | inNVMe
 	linked   bool  // parent's children count includes this entry
@@ -56,10 +56,11 @@ type shard struct {
 	mu      sync.RWMutex     // protects everything below
 	idx     map[uint64]int32 // fingerprint → first entry with it (chained by nextFP)
 	count   int
-	slab    []entry
+	pages   [][]entry // the slab: fixed-size pages, so growth never copies or over-allocates
+	nslab   int32     // entries handed out from the slab so far
 	freeIdx []int32
 	lru     [numLists]list
-	pending []Key // parents whose children count drops once mu is released
+	pending []parentRef // parents whose children count drops once mu is released
 	ctr     counters
 }
 
@@ -75,6 +76,12 @@ type counters struct {
 }
 
 const numLevels = int(LevelNVMe) + 1
+
+// pageEntries is the number of entries per slab page.
+const pageEntries = 256
+
+// at returns entry i. Caller holds mu.
+func (s *shard) at(i int32) *entry { return &s.pages[i/pageEntries][i%pageEntries] }
 
 func newShard(seed maphash.Seed) *shard {
 	s := &shard{seed: seed, idx: make(map[uint64]int32)}
@@ -113,8 +120,8 @@ func (s *shard) findFP(k Key, fp uint64) int32 {
 	if !ok {
 		return nilIdx
 	}
-	for ; i != nilIdx; i = s.slab[i].nextFP {
-		if s.slab[i].key == k {
+	for ; i != nilIdx; i = s.at(i).nextFP {
+		if s.at(i).key == k {
 			return i
 		}
 	}
@@ -123,9 +130,9 @@ func (s *shard) findFP(k Key, fp uint64) int32 {
 
 // each calls fn for every live entry. Caller holds mu.
 func (s *shard) each(fn func(i int32)) {
-	for i := range s.slab {
-		if !s.slab[i].free {
-			fn(int32(i))
+	for i := int32(0); i < s.nslab; i++ {
+		if !s.at(i).free {
+			fn(i)
 		}
 	}
 }
@@ -137,11 +144,14 @@ func (s *shard) add(k Key) int32 {
 		i = s.freeIdx[n-1]
 		s.freeIdx = s.freeIdx[:n-1]
 	} else {
-		s.slab = append(s.slab, entry{})
-		i = int32(len(s.slab) - 1)
+		if s.nslab%pageEntries == 0 {
+			s.pages = append(s.pages, make([]entry, pageEntries))
+		}
+		i = s.nslab
+		s.nslab++
 	}
 	fp := fingerprint(s.seed, nsHash(s.seed, k.Namespace), k)
-	e := &s.slab[i]
+	e := s.at(i)
 	*e = entry{key: k, fp: fp, nextFP: nilIdx}
 	for l := range e.lists {
 		e.lists[l] = links{nilIdx, nilIdx}
@@ -156,7 +166,7 @@ func (s *shard) add(k Key) int32 {
 
 // drop removes entry i from the index and every list. Caller holds mu.
 func (s *shard) drop(i int32) {
-	e := &s.slab[i]
+	e := s.at(i)
 	for l := 0; l < numLists; l++ {
 		if s.inList(l, i) {
 			s.unlink(l, i)
@@ -170,7 +180,7 @@ func (s *shard) drop(i int32) {
 
 // unindex removes entry i from its fingerprint chain. Caller holds mu.
 func (s *shard) unindex(i int32) {
-	e := &s.slab[i]
+	e := s.at(i)
 	head := s.idx[e.fp]
 	if head == i {
 		if e.nextFP == nilIdx {
@@ -180,9 +190,9 @@ func (s *shard) unindex(i int32) {
 		}
 		return
 	}
-	for j := head; j != nilIdx; j = s.slab[j].nextFP {
-		if s.slab[j].nextFP == i {
-			s.slab[j].nextFP = e.nextFP
+	for j := head; j != nilIdx; j = s.at(j).nextFP {
+		if s.at(j).nextFP == i {
+			s.at(j).nextFP = e.nextFP
 			return
 		}
 	}
@@ -198,14 +208,14 @@ func (s *shard) pushFront(l int, i int32) {
 	if s.lru[l].head == i {
 		return
 	}
-	e := &s.slab[i]
+	e := s.at(i)
 	if e.onList(l) || s.lru[l].tail == i {
 		s.unlink(l, i)
 	}
 	old := s.lru[l].head
 	e.lists[l] = links{prev: nilIdx, next: old}
 	if old != nilIdx {
-		s.slab[old].lists[l].prev = i
+		s.at(old).lists[l].prev = i
 	} else {
 		s.lru[l].tail = i
 	}
@@ -214,15 +224,15 @@ func (s *shard) pushFront(l int, i int32) {
 
 // unlink removes i from list l. Caller holds mu.
 func (s *shard) unlink(l int, i int32) {
-	e := &s.slab[i]
+	e := s.at(i)
 	p, n := e.lists[l].prev, e.lists[l].next
 	if p != nilIdx {
-		s.slab[p].lists[l].next = n
+		s.at(p).lists[l].next = n
 	} else if s.lru[l].head == i {
 		s.lru[l].head = n
 	}
 	if n != nilIdx {
-		s.slab[n].lists[l].prev = p
+		s.at(n).lists[l].prev = p
 	} else if s.lru[l].tail == i {
 		s.lru[l].tail = p
 	}
@@ -231,13 +241,13 @@ func (s *shard) unlink(l int, i int32) {
 
 // inList reports whether i is on list l, including as its only member.
 func (s *shard) inList(l int, i int32) bool {
-	return s.slab[i].onList(l) || s.lru[l].head == i
+	return s.at(i).onList(l) || s.lru[l].head == i
 }
 
 // touch marks i as just used, at store clock now, on every list it is on.
 // Caller holds mu.
 func (s *shard) touch(i int32, now uint64) {
-	e := &s.slab[i]
+	e := s.at(i)
 	e.lastUse = now
 	for l, bit := range [numLists]uint8{inHBM, inDRAM, inNVMe} {
 		if e.where&bit != 0 {

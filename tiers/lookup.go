@@ -41,7 +41,7 @@ func (s *Store) Lookup(ctx context.Context, ns string, layer int16, hashes []Has
 		sh.mu.RLock()
 		lvl := LevelNone
 		if i := sh.findFP(k, fp); i != nilIdx {
-			lvl = sh.slab[i].top()
+			lvl = sh.at(i).top()
 		}
 		sh.mu.RUnlock()
 		if lvl == LevelNone {

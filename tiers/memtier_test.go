@@ -180,8 +180,8 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 		sh.mu.RLock()
 		n := 0
 		for fp, head := range sh.idx {
-			for i := head; i != nilIdx; i = sh.slab[i].nextFP {
-				if e := &sh.slab[i]; e.fp != fp || e.free || sh.find(e.key) != i {
+			for i := head; i != nilIdx; i = sh.at(i).nextFP {
+				if e := sh.at(i); e.fp != fp || e.free || sh.find(e.key) != i {
 					sh.mu.RUnlock()
 					return fmt.Errorf("shard %d: fingerprint %x chain holds entry %d (fp %x, free %v)", si, fp, i, e.fp, e.free)
 				}
@@ -192,11 +192,11 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 			sh.mu.RUnlock()
 			return fmt.Errorf("shard %d: %d entries indexed, count says %d", si, n, sh.count)
 		}
-		for i := range sh.slab {
-			if sh.slab[i].free {
+		for i := int32(0); i < sh.nslab; i++ {
+			if sh.at(i).free {
 				continue
 			}
-			e := &sh.slab[i]
+			e := sh.at(i)
 			k := e.key
 			if e.where == 0 {
 				sh.mu.RUnlock()
@@ -204,26 +204,27 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 			}
 			for l, bit := range bitOf {
 				mt := tiersByBit[bit]
-				onList := sh.inList(l, int32(i))
-				if (e.where&bit != 0) != onList {
+				onList := sh.inList(l, i)
+				has := e.where&bit != 0
+				if has != onList {
 					sh.mu.RUnlock()
-					return fmt.Errorf("%v: copy bit %b is %v but on list %d is %v", k, bit, e.where&bit != 0, l, onList)
+					return fmt.Errorf("%v: copy bit %b is %v but on list %d is %v", k, bit, has, l, onList)
 				}
-				if mt != nil && (e.where&bit != 0) != mt.has(k) {
+				if mt != nil && has != mt.has(k) {
 					sh.mu.RUnlock()
-					return fmt.Errorf("%v: index says %s copy %v, tier says %v", k, mt.name, e.where&bit != 0, mt.has(k))
+					return fmt.Errorf("%v: index says %s copy %v, tier says %v", k, mt.name, has, !has)
 				}
 			}
-			if e.pins != 0 || e.userPins != 0 {
+			if pins := e.pins; pins != 0 || e.userPins != 0 {
 				sh.mu.RUnlock()
-				return fmt.Errorf("%v: %d pins left", k, e.pins)
+				return fmt.Errorf("%v: %d pins left", k, pins)
 			}
 		}
 		for l := range sh.lru {
 			n := 0
-			for i := sh.lru[l].head; i != nilIdx; i = sh.slab[i].lists[l].next {
+			for i := sh.lru[l].head; i != nilIdx; i = sh.at(i).lists[l].next {
 				n++
-				if n > len(sh.slab) {
+				if n > int(sh.nslab) {
 					sh.mu.RUnlock()
 					return fmt.Errorf("shard %d list %d: cycle", si, l)
 				}

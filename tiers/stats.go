@@ -43,7 +43,7 @@ func (s *Store) Stats() Stats {
 		c.corrupt += sh.ctr.corrupt
 		st.IndexedBlocks += int64(sh.count)
 		sh.each(func(i int32) {
-			if sh.slab[i].userPins > 0 {
+			if sh.at(i).userPins > 0 {
 				st.PinnedBlocks++
 			}
 		})
@@ -86,7 +86,7 @@ func (s *Store) Close() error {
 			var keys []Key
 			sh.mu.RLock()
 			sh.each(func(i int32) {
-				if e := &sh.slab[i]; e.where&inDRAM != 0 && e.where&inNVMe == 0 {
+				if e := sh.at(i); e.where&inDRAM != 0 && e.where&inNVMe == 0 {
 					keys = append(keys, e.key)
 				}
 			})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -118,6 +119,8 @@ type Store struct {
 	hbm    Tier // nil without an HBM tier
 	shards []*shard
 	seed   maphash.Seed // keys the index fingerprints
+	names  sync.Map     // namespace → one shared copy of it (see intern)
+	nnames atomic.Int32 // entries in names
 	log    *slog.Logger
 
 	evictCursor [numLists]atomic.Uint32 // round-robin start shard for eviction
@@ -156,13 +159,14 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if sc, ok := s.nvme.(Scanner); ok {
 		n := 0
 		err := sc.Scan(ctx, func(k Key, l Layout, _ int64) error {
+			k.Namespace = s.intern(k.Namespace)
 			sh := s.shardFor(k)
 			sh.mu.Lock()
 			i := sh.find(k)
 			if i == nilIdx {
 				i = sh.add(k)
 			}
-			e := &sh.slab[i]
+			e := sh.at(i)
 			e.layout = l
 			e.where |= inNVMe
 			sh.touch(i, s.tick()) // write order: the oldest write is evicted first
@@ -188,6 +192,26 @@ func (s *Store) shardFor(k Key) *shard {
 	return s.shards[shardIndex(fingerprint(s.seed, nsHash(s.seed, k.Namespace), k), len(s.shards))]
 }
 
+// maxInterned bounds the namespaces the store keeps one shared copy of.
+const maxInterned = 1 << 16
+
+// intern returns a shared copy of ns, so that the index and the tiers hold
+// one string per namespace rather than one per block.
+func (s *Store) intern(ns string) string {
+	if v, ok := s.names.Load(ns); ok {
+		return v.(string)
+	}
+	if s.nnames.Load() >= maxInterned {
+		return ns
+	}
+	ns = strings.Clone(ns)
+	v, loaded := s.names.LoadOrStore(ns, ns)
+	if !loaded {
+		s.nnames.Add(1)
+	}
+	return v.(string)
+}
+
 // tick advances the store's recency clock.
 func (s *Store) tick() uint64 { return s.clock.Add(1) }
 
@@ -210,6 +234,7 @@ func (s *Store) Put(ctx context.Context, k Key, l Layout, data []byte, opts PutO
 	if err := s.checkPut(k, l, len(data), opts); err != nil {
 		return err
 	}
+	k.Namespace = s.intern(k.Namespace)
 	if done, err := s.putExisting(ctx, k, l, opts); done {
 		return err
 	}
@@ -250,7 +275,7 @@ func (s *Store) putExisting(ctx context.Context, k Key, l Layout, opts PutOption
 		sh.mu.Unlock()
 		return false, nil
 	}
-	e := &sh.slab[i]
+	e := sh.at(i)
 	if e.where&inDRAM == 0 || e.layout != l {
 		sh.mu.Unlock()
 		return false, nil
@@ -274,6 +299,7 @@ func (s *Store) Reserve(ctx context.Context, k Key, l Layout) (Reservation, erro
 	if err != nil {
 		return Reservation{}, err
 	}
+	k.Namespace = s.intern(k.Namespace)
 	return Reservation{Key: k, Layout: l, Slot: slot, Data: view}, nil
 }
 
@@ -318,7 +344,7 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts Put
 	sh.mu.Lock()
 	i := sh.find(k)
 	if i != nilIdx {
-		e := &sh.slab[i]
+		e := sh.at(i)
 		switch {
 		case e.where&inDRAM != 0 && e.layout == l:
 			// Another put of the same content won the race.
@@ -346,12 +372,14 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts Put
 	}
 	if i == nilIdx {
 		i = sh.add(k)
-		e := &sh.slab[i]
-		e.parent = opts.Parent
+		e := sh.at(i)
+		if p, ok := s.parentRef(k, opts.Parent); ok {
+			e.parentFP = p.fp
+		}
 		e.linked = linked
 		linked = false // now owned by the entry
 	}
-	e := &sh.slab[i]
+	e := sh.at(i)
 	e.layout = l
 	e.where |= inDRAM
 	sh.touch(i, s.tick())
@@ -382,6 +410,13 @@ func (s *Store) afterCommit(ctx context.Context, k Key, opts PutOptions, needPer
 	return nil
 }
 
+// parentRef names a block's parent by fingerprint, as its entry keeps it.
+type parentRef struct {
+	fp    uint64
+	ns    string
+	layer int16
+}
+
 // parentKey returns the key of k's parent block, if the put named one.
 func parentKey(k Key, parent Hash) (Key, bool) {
 	if parent.IsZero() {
@@ -390,40 +425,56 @@ func parentKey(k Key, parent Hash) (Key, bool) {
 	return Key{Namespace: k.Namespace, Hash: parent, Layer: k.Layer}, true
 }
 
-// adjustChildren changes the children count of pk by delta and reports
-// whether pk is cached. Caller holds no shard lock.
-func (s *Store) adjustChildren(pk Key, delta int32) bool {
-	sh := s.shardFor(pk)
+// fp returns k's index fingerprint.
+func (s *Store) fp(k Key) uint64 { return fingerprint(s.seed, nsHash(s.seed, k.Namespace), k) }
+
+// adjustChildren changes the children count of the parent p by delta and
+// reports whether it is cached. Caller holds no shard lock. Parents are
+// found by fingerprint (and namespace and layer): in the vanishingly rare
+// case of two such blocks, the count of the first is adjusted; the count
+// is a hint for eviction order, never a correctness matter.
+func (s *Store) adjustChildren(p parentRef, delta int32) bool {
+	sh := s.shards[shardIndex(p.fp, len(s.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	i := sh.find(pk)
-	if i == nilIdx {
-		return false
+	i, ok := sh.idx[p.fp]
+	for ok && i != nilIdx {
+		if e := sh.at(i); e.key.Namespace == p.ns && e.key.Layer == p.layer {
+			e.children += delta
+			if e.children < 0 {
+				e.children = 0 // the parent was deleted and re-added meanwhile
+			}
+			return true
+		}
+		i = sh.at(i).nextFP
 	}
-	e := &sh.slab[i]
-	e.children += delta
-	if e.children < 0 {
-		e.children = 0 // the parent was deleted and re-added: the count is a hint
+	return false
+}
+
+func (s *Store) parentRef(k Key, parent Hash) (parentRef, bool) {
+	pk, ok := parentKey(k, parent)
+	if !ok {
+		return parentRef{}, false
 	}
-	return true
+	return parentRef{fp: s.fp(pk), ns: k.Namespace, layer: k.Layer}, true
 }
 
 // linkParent counts a new block as its parent's child; unlinkParent undoes it.
 func (s *Store) linkParent(k Key, parent Hash) bool {
-	pk, ok := parentKey(k, parent)
-	return ok && s.adjustChildren(pk, +1)
+	p, ok := s.parentRef(k, parent)
+	return ok && s.adjustChildren(p, +1)
 }
 
 func (s *Store) unlinkParent(k Key, parent Hash, linked bool) {
-	if pk, ok := parentKey(k, parent); ok && linked {
-		s.adjustChildren(pk, -1)
+	if p, ok := s.parentRef(k, parent); ok && linked {
+		s.adjustChildren(p, -1)
 	}
 }
 
 // unlock releases sh.mu, then applies the parent updates that dropCopies
 // queued while it was held (a shard lock is never held while taking another).
 func (s *Store) unlock(sh *shard) {
-	var buf [8]Key
+	var buf [8]parentRef
 	n := copy(buf[:], sh.pending)
 	if n > 0 {
 		copy(sh.pending, sh.pending[n:])
@@ -449,6 +500,7 @@ func (s *Store) Get(ctx context.Context, k Key, opts GetOptions) (Block, error) 
 	if opts.Promote == LevelHBM && s.hbm == nil {
 		return Block{}, fmt.Errorf("%w: no HBM tier", ErrUnavailable)
 	}
+	k.Namespace = s.intern(k.Namespace)
 	b, err := s.getDRAM(ctx, k)
 	if err != nil {
 		return Block{}, err
@@ -471,7 +523,7 @@ func (s *Store) getDRAM(ctx context.Context, k Key) (Block, error) {
 		sh.mu.Unlock()
 		return Block{}, fmt.Errorf("%w: %v", ErrNotFound, k)
 	}
-	e := &sh.slab[i]
+	e := sh.at(i)
 	from := e.top()
 	if e.where&inDRAM != 0 {
 		l, slot, view, err := s.dram.View(k)
@@ -529,7 +581,7 @@ func (s *Store) promoteDRAM(ctx context.Context, k Key, l Layout) (Block, error)
 	}
 	sh.mu.Lock()
 	i := sh.find(k) // pinned, so still present
-	e := &sh.slab[i]
+	e := sh.at(i)
 	if e.where&inDRAM != 0 {
 		// A concurrent Get promoted it first.
 		sh.mu.Unlock()
@@ -572,7 +624,7 @@ func (s *Store) promoteHBM(ctx context.Context, k Key, b Block) error {
 	sh := s.shardFor(k)
 	sh.mu.Lock()
 	i := sh.find(k)
-	e := &sh.slab[i]
+	e := sh.at(i)
 	e.where |= inHBM
 	sh.pushFront(listHBM, i)
 	sh.ctr.promotions[LevelHBM]++
@@ -593,10 +645,10 @@ func (s *Store) unpin(k Key, user bool) error {
 	sh.mu.Lock()
 	defer s.unlock(sh)
 	i := sh.find(k)
-	if i == nilIdx || (user && sh.slab[i].userPins == 0) || sh.slab[i].pins == 0 {
+	if i == nilIdx || (user && sh.at(i).userPins == 0) || sh.at(i).pins == 0 {
 		return fmt.Errorf("%w: %v", ErrNotPinned, k)
 	}
-	e := &sh.slab[i]
+	e := sh.at(i)
 	e.pins--
 	if user {
 		e.userPins--
@@ -625,7 +677,7 @@ func (s *Store) Delete(ctx context.Context, k Key) error {
 			sh.mu.Unlock()
 			return nil
 		}
-		e := &sh.slab[i]
+		e := sh.at(i)
 		if e.userPins > 0 {
 			n := e.userPins
 			sh.mu.Unlock()
@@ -648,7 +700,7 @@ func (s *Store) Delete(ctx context.Context, k Key) error {
 // is left, the entry. Caller holds sh.mu; the deletes happen under it so a
 // concurrent put of the same key cannot be undone by a late delete.
 func (s *Store) dropCopies(sh *shard, i int32, bits uint8) {
-	e := &sh.slab[i]
+	e := sh.at(i)
 	k := e.key
 	ctx := context.Background()
 	if bits&inHBM != 0 && e.where&inHBM != 0 {
@@ -673,10 +725,10 @@ func (s *Store) dropCopies(sh *shard, i int32, bits uint8) {
 		sh.unlink(listNVMe, i)
 	}
 	if e.where == 0 && e.pins == 0 {
-		if pk, ok := parentKey(k, e.parent); ok && e.linked {
+		if e.linked {
 			// The parent may live in this very shard, whose lock we hold:
 			// the caller adjusts it in unlock.
-			sh.pending = append(sh.pending, pk)
+			sh.pending = append(sh.pending, parentRef{fp: e.parentFP, ns: k.Namespace, layer: k.Layer})
 		}
 		sh.drop(i)
 	}

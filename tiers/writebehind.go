@@ -59,7 +59,7 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 			sh.mu.Unlock()
 			return nil // deleted or evicted before its turn
 		}
-		e := &sh.slab[i]
+		e := sh.at(i)
 		if e.where&inDRAM == 0 || e.where&inNVMe != 0 {
 			sh.mu.Unlock()
 			return nil
@@ -73,7 +73,7 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 		}
 	}
 	i := sh.find(k)
-	e := &sh.slab[i]
+	e := sh.at(i)
 	l, _, view, err := s.dram.View(k)
 	if err != nil {
 		sh.mu.Unlock()
@@ -87,7 +87,7 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 
 	sh.mu.Lock()
 	i = sh.find(k)
-	e = &sh.slab[i]
+	e = sh.at(i)
 	e.pins--
 	e.saving = false
 	if err == nil {

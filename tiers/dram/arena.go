@@ -1,0 +1,465 @@
+package dram
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/cpu"
+
+	"github.com/kvtier/kvtier/tiers"
+)
+
+var _ tiers.HostTier = (*Arena)(nil)
+
+// nShards is the number of key-map shards; a power of two.
+const nShards = 64
+
+// entry is a committed block.
+type entry struct {
+	off    int64
+	len    int64
+	layout tiers.Layout
+	gen    uint32
+}
+
+type shard struct {
+	// mu protects m. Get and Put hold it shared while they copy out of or
+	// into the mapping: so a slot is never freed (and rewritten) under a
+	// reader, and Close, which takes every shard exclusively before it
+	// unmaps, never unmaps under a copy. Writers hold it exclusively only to
+	// update m.
+	mu     sync.RWMutex
+	m      map[tiers.Key]entry
+	used   atomic.Int64 // sum of the lengths of the blocks in m; written under mu, read by Stats
+	blocks atomic.Int64 // len(m); written under mu, read by Stats
+	_      cpu.CacheLinePad
+}
+
+// Arena is the DRAM tier: one shared memory mapping carved into slots by size
+// class, with a key index. It implements tiers.HostTier and is safe for
+// concurrent use. See the package documentation for the design and caveats.
+type Arena struct {
+	name       string
+	size       int64 // mapping length: a multiple of chunkSize
+	chunkSize  int64
+	chunkShift uint
+	nChunks    int
+	wpc        int // slot-bitmap words per chunk
+
+	// closed is set once by Close. Methods that copy bytes (Put, Get) check
+	// it under their shard's lock, which Close takes before unmapping; the
+	// others check it on entry.
+	closed atomic.Bool
+	mem    []byte   // the mapping; immutable, unmapped by Close
+	file   *os.File // the memfd (or unlinked file); nil on platforms without one
+	unmap  func([]byte) error
+
+	// meta holds, for every 4 KiB page, gen<<genShift|state of the slot that
+	// starts there. Accessed atomically only; a successful CompareAndSwap out
+	// of a live state is what makes a caller the one that frees a slot.
+	meta []atomic.Uint32
+
+	shards [nShards]shard
+
+	classes []class // sorted by size; size/chunks/slots immutable, the rest under class.mu
+
+	runMu       sync.Mutex // protects freeChunks, nFreeChunks, runHint; chunkHead is written under it
+	freeChunks  []uint64   // bit set: chunk is free
+	nFreeChunks int
+	runHint     int            // no chunk below it is free
+	chunkHead   []atomic.Int32 // first chunk of the span that owns each chunk, noSpan when free
+	spans       []span         // indexed by a span's first chunk; see span
+	slotBits    []uint64       // free-slot bitmaps, wpc words per chunk, under the span's class lock
+
+	largeReserved atomic.Int64 // slot bytes of dedicated runs; per-class and per-shard counters hold the rest
+
+	errNotFound error // preallocated: a miss is common and must not allocate
+}
+
+// New maps an arena of capacity bytes, rounded down to a multiple of the
+// chunk size (which must leave at least one chunk).
+func New(capacity int64, opts ...Option) (*Arena, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	chunk := o.chunkSize
+	size := capacity &^ (chunk - 1)
+	if capacity <= 0 || size < chunk {
+		return nil, fmt.Errorf("%w: dram: capacity %d is less than one %d-byte chunk", tiers.ErrInvalid, capacity, chunk)
+	}
+	if size > math.MaxInt || size/chunk > math.MaxInt32 {
+		return nil, fmt.Errorf("%w: dram: capacity %d is too large for this platform or chunk size", tiers.ErrInvalid, capacity)
+	}
+	nChunks := int(size / chunk)
+	mem, file, unmap, err := mapArena(o.name, size, &o)
+	if err != nil {
+		return nil, err
+	}
+	a := &Arena{
+		name:        o.name,
+		size:        size,
+		chunkSize:   chunk,
+		chunkShift:  uint(log2(chunk)),
+		nChunks:     nChunks,
+		wpc:         int((chunk/pageSize + 63) / 64),
+		mem:         mem,
+		file:        file,
+		unmap:       unmap,
+		meta:        make([]atomic.Uint32, size/pageSize),
+		classes:     buildClasses(chunk, nChunks),
+		freeChunks:  make([]uint64, (nChunks+63)/64),
+		nFreeChunks: nChunks,
+		chunkHead:   make([]atomic.Int32, nChunks),
+		spans:       make([]span, nChunks),
+		errNotFound: fmt.Errorf("%w in %s", tiers.ErrNotFound, o.name),
+	}
+	a.slotBits = make([]uint64, nChunks*a.wpc)
+	setRange(a.freeChunks, nChunks)
+	for i := range a.chunkHead {
+		a.chunkHead[i].Store(noSpan)
+	}
+	for i := range a.shards {
+		a.shards[i].m = make(map[tiers.Key]entry)
+	}
+	return a, nil
+}
+
+func log2(n int64) int {
+	i := 0
+	for int64(1)<<i < n {
+		i++
+	}
+	return i
+}
+
+func (a *Arena) shard(k tiers.Key) *shard {
+	// The digest is uniformly distributed; per-layer keys share it, so mix
+	// the layer in.
+	x := k.Hash.EventID() ^ uint64(uint16(k.Layer))*0x9e3779b97f4a7c15
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	return &a.shards[x&(nShards-1)]
+}
+
+// Put stores a copy of data under k, replacing any copy already there.
+func (a *Arena) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	if err := l.CheckLen(len(data)); err != nil {
+		return fmt.Errorf("%w: %w", tiers.ErrInvalid, err)
+	}
+	sh := a.shard(k)
+	sh.mu.RLock()
+	if a.closed.Load() {
+		sh.mu.RUnlock()
+		return tiers.ErrClosed
+	}
+	s, view, err := a.reserve(int64(len(data)))
+	if err != nil {
+		sh.mu.RUnlock()
+		return err
+	}
+	copy(view, data)
+	sh.mu.RUnlock()
+	if err := a.commit(k, l, s); err != nil {
+		a.release(s.Offset, s.Gen, stateReserved)
+		return err
+	}
+	return nil
+}
+
+// Get appends k's bytes to dst. The copy is made under the key's shard read
+// lock, so it is never torn by a concurrent Delete or replacing Put.
+func (a *Arena) Get(ctx context.Context, k tiers.Key, dst []byte) (tiers.Layout, []byte, error) {
+	if err := ctx.Err(); err != nil {
+		return tiers.Layout{}, dst, err
+	}
+	if err := k.Validate(); err != nil {
+		return tiers.Layout{}, dst, err
+	}
+	sh := a.shard(k)
+	sh.mu.RLock()
+	if a.closed.Load() {
+		sh.mu.RUnlock()
+		return tiers.Layout{}, dst, tiers.ErrClosed
+	}
+	e, ok := sh.m[k]
+	if !ok {
+		sh.mu.RUnlock()
+		return tiers.Layout{}, dst, a.errNotFound
+	}
+	dst = append(dst, a.mem[e.off:e.off+e.len]...)
+	sh.mu.RUnlock()
+	return e.layout, dst, nil
+}
+
+// View returns k's bytes in place, with its layout and slot. The bytes stay
+// valid until k is deleted or replaced; the Store's pins guarantee that.
+func (a *Arena) View(k tiers.Key) (tiers.Layout, tiers.Slot, []byte, error) {
+	if a.closed.Load() {
+		return tiers.Layout{}, tiers.Slot{}, nil, tiers.ErrClosed
+	}
+	if err := k.Validate(); err != nil {
+		return tiers.Layout{}, tiers.Slot{}, nil, err
+	}
+	sh := a.shard(k)
+	sh.mu.RLock()
+	e, ok := sh.m[k]
+	sh.mu.RUnlock()
+	if !ok {
+		return tiers.Layout{}, tiers.Slot{}, nil, a.errNotFound
+	}
+	return e.layout, tiers.Slot{Offset: e.off, Len: e.len, Gen: e.gen}, a.mem[e.off : e.off+e.len : e.off+e.len], nil
+}
+
+// Delete removes k and frees its slot. Deleting a missing block is not an error.
+func (a *Arena) Delete(ctx context.Context, k tiers.Key) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if a.closed.Load() {
+		return tiers.ErrClosed
+	}
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	sh := a.shard(k)
+	sh.mu.Lock()
+	e, ok := sh.m[k]
+	if ok {
+		delete(sh.m, k)
+		sh.used.Add(-e.len)
+		sh.blocks.Add(-1)
+	}
+	sh.mu.Unlock()
+	if ok {
+		a.dropCommitted(e)
+	}
+	return nil
+}
+
+// dropCommitted frees the slot of an entry just removed from the index.
+func (a *Arena) dropCommitted(e entry) {
+	if _, ok := a.release(e.off, e.gen, stateCommitted); !ok {
+		// Only the index hands out committed slots, and it just gave this
+		// one up: the meta word must still say committed.
+		panic(fmt.Sprintf("dram: committed slot at %d (gen %d) was not live", e.off, e.gen))
+	}
+}
+
+// Reserve allocates a slot for a block of layout l without making it
+// visible. Fill the returned bytes, then Commit or Abort. The error wraps
+// tiers.ErrFull when there is no room (and also ErrTooLarge when the block
+// is larger than the whole arena).
+func (a *Arena) Reserve(l tiers.Layout) (tiers.Slot, []byte, error) {
+	if a.closed.Load() {
+		return tiers.Slot{}, nil, tiers.ErrClosed
+	}
+	if err := l.Validate(); err != nil {
+		return tiers.Slot{}, nil, fmt.Errorf("%w: %w", tiers.ErrInvalid, err)
+	}
+	return a.reserve(l.Size())
+}
+
+func (a *Arena) reserve(n int64) (tiers.Slot, []byte, error) {
+	if n > a.size {
+		return tiers.Slot{}, nil, fmt.Errorf("%w: %s: %d-byte block, the arena holds %d bytes", ErrTooLarge, a.name, n, a.size)
+	}
+	off, size, gen, ok := a.alloc(n)
+	if !ok {
+		return tiers.Slot{}, nil, fmt.Errorf("%w: %s: no free %d-byte slot for a %d-byte block", tiers.ErrFull, a.name, size, n)
+	}
+	return tiers.Slot{Offset: off, Len: n, Gen: gen}, a.mem[off : off+n : off+n], nil
+}
+
+// Commit makes the reserved slot s visible as k, replacing (and freeing) any
+// copy of k already there. l must describe s.Len bytes. A slot is committed
+// at most once; committing a slot that is not an outstanding reservation is
+// ErrNotReserved. On error the reservation is left as it was (Abort it).
+func (a *Arena) Commit(k tiers.Key, l tiers.Layout, s tiers.Slot) error {
+	if a.closed.Load() {
+		return tiers.ErrClosed
+	}
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	if !a.wellFormed(s) {
+		return fmt.Errorf("%w: offset %d, length %d, gen %d", ErrNotReserved, s.Offset, s.Len, s.Gen)
+	}
+	if err := l.CheckLen(int(s.Len)); err != nil { // s.Len ≤ Size() ≤ MaxInt
+		return fmt.Errorf("%w: %w", tiers.ErrInvalid, err)
+	}
+	return a.commit(k, l, s)
+}
+
+// commit publishes a well-formed slot s; k and l are valid.
+func (a *Arena) commit(k tiers.Key, l tiers.Layout, s tiers.Slot) error {
+	p := &a.meta[s.Offset>>pageShift]
+	if !p.CompareAndSwap(s.Gen<<genShift|stateReserved, s.Gen<<genShift|stateCommitted) {
+		return fmt.Errorf("%w: offset %d, gen %d", ErrNotReserved, s.Offset, s.Gen)
+	}
+	// The slot is ours now: its span cannot be released under us.
+	if size := a.spans[a.chunkHead[s.Offset>>a.chunkShift].Load()].slotSize.Load(); s.Len > size {
+		p.Store(s.Gen<<genShift | stateReserved)
+		return fmt.Errorf("%w: dram: %d-byte block does not fit the %d-byte slot at %d", tiers.ErrInvalid, s.Len, size, s.Offset)
+	}
+	sh := a.shard(k)
+	sh.mu.Lock()
+	old, had := sh.m[k]
+	sh.m[k] = entry{off: s.Offset, len: s.Len, layout: l, gen: s.Gen}
+	if had {
+		sh.used.Add(s.Len - old.len)
+	} else {
+		sh.used.Add(s.Len)
+		sh.blocks.Add(1)
+	}
+	sh.mu.Unlock()
+	if had {
+		a.dropCommitted(old)
+	}
+	return nil
+}
+
+// Abort frees a reservation that will not be committed. Aborting a slot that
+// is not an outstanding reservation is ErrNotReserved.
+func (a *Arena) Abort(s tiers.Slot) error {
+	if a.closed.Load() {
+		return tiers.ErrClosed
+	}
+	if !a.wellFormed(s) {
+		return fmt.Errorf("%w: offset %d, length %d, gen %d", ErrNotReserved, s.Offset, s.Len, s.Gen)
+	}
+	if _, ok := a.release(s.Offset, s.Gen, stateReserved); !ok {
+		return fmt.Errorf("%w: offset %d, gen %d", ErrNotReserved, s.Offset, s.Gen)
+	}
+	return nil
+}
+
+// wellFormed reports whether s could name a slot of this arena: inside the
+// mapping, page aligned, a generation that can have been handed out.
+func (a *Arena) wellFormed(s tiers.Slot) bool {
+	return s.Offset >= 0 && s.Offset < a.size && s.Offset&(pageSize-1) == 0 &&
+		s.Len > 0 && s.Len <= a.size-s.Offset && s.Gen != 0 && s.Gen <= maxGen
+}
+
+// Validate reports whether s is still the live (reserved or committed) slot
+// at s.Offset with generation s.Gen, and s.Len fits in it. The shared-memory
+// data plane uses it to reject a client's stale slot: every time a region is
+// handed out again its generation changes.
+func (a *Arena) Validate(s tiers.Slot) bool {
+	if a.closed.Load() {
+		return false
+	}
+	if !a.wellFormed(s) {
+		return false
+	}
+	p := &a.meta[s.Offset>>pageShift]
+	m := p.Load()
+	if m&stateMask == stateFree || m>>genShift != s.Gen {
+		return false
+	}
+	h := a.chunkHead[s.Offset>>a.chunkShift].Load()
+	if h == noSpan || s.Len > a.spans[h].slotSize.Load() {
+		return false
+	}
+	// The span was read while the slot was live; if it still is, it was the
+	// slot's own span.
+	return p.Load() == m
+}
+
+// Stats returns the arena's accounting. UsedBytes is the sum of committed
+// block lengths; ReservedBytes the sum of the slot sizes of committed blocks
+// and outstanding reservations.
+//
+// The counters are kept per shard and per class, where the locks already
+// are, so they cost the hot path no shared cache line; Stats sums them, and
+// under concurrent updates the sum is a moment's approximation.
+func (a *Arena) Stats() tiers.TierStats {
+	st := tiers.TierStats{Name: a.name, CapacityBytes: a.size, ReservedBytes: a.largeReserved.Load()}
+	for i := range a.shards {
+		st.UsedBytes += a.shards[i].used.Load()
+		st.Blocks += a.shards[i].blocks.Load()
+	}
+	for i := range a.classes {
+		st.ReservedBytes += a.classes[i].reserved.Load()
+	}
+	return st
+}
+
+// Close unmaps the arena and closes its file. Every method returns
+// tiers.ErrClosed afterwards. Close waits for the copies of Put and Get in
+// flight; views handed out earlier (or by a Reserve or View racing with
+// Close) must not be used after it.
+func (a *Arena) Close() error {
+	if a.closed.Swap(true) {
+		return tiers.ErrClosed
+	}
+	// Wait for the copies in flight: they hold a shard lock shared.
+	for i := range a.shards {
+		a.shards[i].mu.Lock()
+	}
+	err := a.unmap(a.mem)
+	for i := range a.shards {
+		a.shards[i].mu.Unlock()
+	}
+	if a.file != nil {
+		if cerr := a.file.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("dram: close %s: %w", a.name, err)
+	}
+	return nil
+}
+
+// File returns the file that backs the mapping (a memfd on Linux), to be
+// passed to local clients over a Unix socket (SCM_RIGHTS) and mapped
+// MAP_SHARED with length Size. The arena owns it: do not close it. On
+// platforms without file-backed shared memory it is nil. Nil after Close.
+func (a *Arena) File() *os.File {
+	if a.closed.Load() {
+		return nil
+	}
+	return a.file
+}
+
+// Size returns the length of the mapping in bytes (the capacity).
+func (a *Arena) Size() int64 { return a.size }
+
+// Base returns the whole mapping, for registering it with a GPU as pinned
+// host memory (&Base()[0] is page aligned) and for tests. Slot offsets index
+// it. Nil after Close; never use it after Close.
+func (a *Arena) Base() []byte {
+	if a.closed.Load() {
+		return nil
+	}
+	return a.mem
+}
+
+// ChunkSize returns the allocation granule between size classes.
+func (a *Arena) ChunkSize() int64 { return a.chunkSize }
+
+// MaxBlockLen returns the largest block the arena can ever hold (when empty).
+// A longer block is ErrTooLarge.
+func (a *Arena) MaxBlockLen() int64 { return a.size }
+
+// SlotSize returns the bytes a block of n bytes consumes (its slot), or 0
+// when it can never fit.
+func (a *Arena) SlotSize(n int64) int64 { return a.slotSizeFor(n) }
+
+// Name returns the tier's name.
+func (a *Arena) Name() string { return a.name }
