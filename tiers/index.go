@@ -137,8 +137,9 @@ func (s *shard) each(fn func(i int32)) {
 	}
 }
 
-// add inserts a fresh entry for k and returns its index. Caller holds mu.
-func (s *shard) add(k Key) int32 {
+// addFP inserts a fresh entry for k, whose fingerprint is fp, and returns
+// its index. Caller holds mu.
+func (s *shard) addFP(k Key, fp uint64) int32 {
 	var i int32
 	if n := len(s.freeIdx); n > 0 {
 		i = s.freeIdx[n-1]
@@ -150,7 +151,6 @@ func (s *shard) add(k Key) int32 {
 		i = s.nslab
 		s.nslab++
 	}
-	fp := fingerprint(s.seed, nsHash(s.seed, k.Namespace), k)
 	e := s.at(i)
 	*e = entry{key: k, fp: fp, nextFP: nilIdx}
 	for l := range e.lists {

@@ -160,11 +160,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		n := 0
 		err := sc.Scan(ctx, func(k Key, l Layout, _ int64) error {
 			k.Namespace = s.intern(k.Namespace)
-			sh := s.shardFor(k)
+			sh, fp := s.locate(k)
 			sh.mu.Lock()
-			i := sh.find(k)
+			i := sh.findFP(k, fp)
 			if i == nilIdx {
-				i = sh.add(k)
+				i = sh.addFP(k, fp)
 			}
 			e := sh.at(i)
 			e.layout = l
@@ -188,8 +188,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) shardFor(k Key) *shard {
-	return s.shards[shardIndex(fingerprint(s.seed, nsHash(s.seed, k.Namespace), k), len(s.shards))]
+// locate returns k's shard and index fingerprint.
+func (s *Store) locate(k Key) (*shard, uint64) {
+	fp := s.fp(k)
+	return s.shards[shardIndex(fp, len(s.shards))], fp
 }
 
 // maxInterned bounds the namespaces the store keeps one shared copy of.
@@ -268,9 +270,9 @@ func (s *Store) checkPut(k Key, l Layout, n int, opts PutOptions) error {
 // putExisting handles a put of a block already in DRAM with the same
 // layout: it refreshes recency and, for a durable put, persists it.
 func (s *Store) putExisting(ctx context.Context, k Key, l Layout, opts PutOptions) (bool, error) {
-	sh := s.shardFor(k)
+	sh, fp := s.locate(k)
 	sh.mu.Lock()
-	i := sh.find(k)
+	i := sh.findFP(k, fp)
 	if i == nilIdx {
 		sh.mu.Unlock()
 		return false, nil
@@ -340,9 +342,9 @@ func (s *Store) reserveDRAM(ctx context.Context, l Layout) (Slot, []byte, error)
 // commit publishes a filled DRAM slot as k.
 func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts PutOptions) error {
 	linked := s.linkParent(k, opts.Parent)
-	sh := s.shardFor(k)
+	sh, fp := s.locate(k)
 	sh.mu.Lock()
-	i := sh.find(k)
+	i := sh.findFP(k, fp)
 	if i != nilIdx {
 		e := sh.at(i)
 		switch {
@@ -361,7 +363,7 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts Put
 		case e.layout != l:
 			// Every copy of the old layout is stale; this put starts afresh.
 			s.dropCopies(sh, i, e.where)
-			i = sh.find(k)
+			i = sh.findFP(k, fp)
 		}
 	}
 	if err := s.dram.Commit(k, l, slot); err != nil {
@@ -371,7 +373,7 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts Put
 		return err
 	}
 	if i == nilIdx {
-		i = sh.add(k)
+		i = sh.addFP(k, fp)
 		e := sh.at(i)
 		if p, ok := s.parentRef(k, opts.Parent); ok {
 			e.parentFP = p.fp
@@ -515,9 +517,9 @@ func (s *Store) Get(ctx context.Context, k Key, opts GetOptions) (Block, error) 
 }
 
 func (s *Store) getDRAM(ctx context.Context, k Key) (Block, error) {
-	sh := s.shardFor(k)
+	sh, fp := s.locate(k)
 	sh.mu.Lock()
-	i := sh.find(k)
+	i := sh.findFP(k, fp)
 	if i == nilIdx {
 		sh.ctr.misses++
 		sh.mu.Unlock()
@@ -561,14 +563,14 @@ func (s *Store) promoteDRAM(ctx context.Context, k Key, l Layout) (Block, error)
 	if err == nil && (got != l || len(data) != len(view) || (len(data) > 0 && &data[0] != &view[0])) {
 		err = fmt.Errorf("%w: NVMe copy of %v has layout %v, index says %v", ErrCorrupt, k, got, l)
 	}
-	sh := s.shardFor(k)
+	sh, fp := s.locate(k)
 	if err != nil {
 		_ = s.dram.Abort(slot)
 		if !errors.Is(err, ErrNotFound) && !IsCorruption(err) {
 			return Block{}, err
 		}
 		sh.mu.Lock()
-		if i := sh.find(k); i != nilIdx {
+		if i := sh.findFP(k, fp); i != nilIdx {
 			if IsCorruption(err) {
 				sh.ctr.corrupt++
 				s.log.Warn("tiers: corrupt NVMe copy removed", "key", k.String(), "err", err)
@@ -580,7 +582,7 @@ func (s *Store) promoteDRAM(ctx context.Context, k Key, l Layout) (Block, error)
 		return Block{}, fmt.Errorf("%w: %v (NVMe copy unusable: %v)", ErrNotFound, k, err)
 	}
 	sh.mu.Lock()
-	i := sh.find(k) // pinned, so still present
+	i := sh.findFP(k, fp) // pinned, so still present
 	e := sh.at(i)
 	if e.where&inDRAM != 0 {
 		// A concurrent Get promoted it first.
@@ -621,9 +623,9 @@ func (s *Store) promoteHBM(ctx context.Context, k Key, b Block) error {
 			return fmt.Errorf("%w: HBM tier is full of pinned blocks", err)
 		}
 	}
-	sh := s.shardFor(k)
+	sh, fp := s.locate(k)
 	sh.mu.Lock()
-	i := sh.find(k)
+	i := sh.findFP(k, fp)
 	e := sh.at(i)
 	e.where |= inHBM
 	sh.pushFront(listHBM, i)
@@ -641,10 +643,10 @@ func (s *Store) Release(k Key) error {
 }
 
 func (s *Store) unpin(k Key, user bool) error {
-	sh := s.shardFor(k)
+	sh, fp := s.locate(k)
 	sh.mu.Lock()
 	defer s.unlock(sh)
-	i := sh.find(k)
+	i := sh.findFP(k, fp)
 	if i == nilIdx || (user && sh.at(i).userPins == 0) || sh.at(i).pins == 0 {
 		return fmt.Errorf("%w: %v", ErrNotPinned, k)
 	}
@@ -669,10 +671,10 @@ func (s *Store) Delete(ctx context.Context, k Key) error {
 	if err := k.Validate(); err != nil {
 		return err
 	}
-	sh := s.shardFor(k)
+	sh, fp := s.locate(k)
 	for {
 		sh.mu.Lock()
-		i := sh.find(k)
+		i := sh.findFP(k, fp)
 		if i == nilIdx {
 			sh.mu.Unlock()
 			return nil

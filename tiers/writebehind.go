@@ -51,10 +51,10 @@ func (s *Store) persistSync(ctx context.Context, k Key) error {
 // I/O pin meanwhile, so its DRAM slot cannot be freed under the copy. Only
 // one persist of a block runs at a time; a second caller waits for it.
 func (s *Store) persist(ctx context.Context, k Key) error {
-	sh := s.shardFor(k)
+	sh, fp := s.locate(k)
 	for {
 		sh.mu.Lock()
-		i := sh.find(k)
+		i := sh.findFP(k, fp)
 		if i == nilIdx {
 			sh.mu.Unlock()
 			return nil // deleted or evicted before its turn
@@ -72,7 +72,7 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 			return err
 		}
 	}
-	i := sh.find(k)
+	i := sh.findFP(k, fp)
 	e := sh.at(i)
 	l, _, view, err := s.dram.View(k)
 	if err != nil {
@@ -86,7 +86,7 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 	err = s.putNVMe(ctx, k, l, view)
 
 	sh.mu.Lock()
-	i = sh.find(k)
+	i = sh.findFP(k, fp)
 	e = sh.at(i)
 	e.pins--
 	e.saving = false

@@ -278,9 +278,11 @@ func (a *Arena) reserve(n int64) (tiers.Slot, []byte, error) {
 	if n > a.size {
 		return tiers.Slot{}, nil, fmt.Errorf("%w: %s: %d-byte block, the arena holds %d bytes", ErrTooLarge, a.name, n, a.size)
 	}
-	off, size, gen, ok := a.alloc(n)
+	off, _, gen, ok := a.alloc(n)
 	if !ok {
-		return tiers.Slot{}, nil, fmt.Errorf("%w: %s: no free %d-byte slot for a %d-byte block", tiers.ErrFull, a.name, size, n)
+		// The Store meets this on every put once the arena is full, so it
+		// is a preallocated error: no allocation on the hot path.
+		return tiers.Slot{}, nil, ErrNoRoom
 	}
 	return tiers.Slot{Offset: off, Len: n, Gen: gen}, a.mem[off : off+n : off+n], nil
 }

@@ -20,4 +20,7 @@ var (
 	// for it first (or compares with MaxBlockLen) can fail fast with
 	// tiers.ErrExhausted.
 	ErrTooLarge = fmt.Errorf("%w: dram: block larger than the arena", tiers.ErrFull)
+	// ErrNoRoom: no free slot of the block's size class and no free run of
+	// chunks to carve one from. It wraps tiers.ErrFull: evict and retry.
+	ErrNoRoom = fmt.Errorf("%w: dram: no free slot for the block's size class", tiers.ErrFull)
 )
