@@ -106,8 +106,8 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 func (s *Store) putNVMe(ctx context.Context, k Key, l Layout, data []byte) error {
 	for {
 		err := s.nvme.Put(ctx, k, l, data)
-		if err == nil || !errors.Is(err, ErrFull) {
-			return err
+		if err == nil || !errors.Is(err, ErrFull) || errors.Is(err, ErrExhausted) {
+			return err // ErrExhausted: larger than the tier; no eviction helps
 		}
 		if err := s.makeRoom(ctx, listNVMe); err != nil {
 			return fmt.Errorf("%w: NVMe tier cannot make room for %v", err, k)

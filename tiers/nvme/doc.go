@@ -1,0 +1,67 @@
+// Package nvme is the NVMe tier of kvtier: KV blocks as codec frames in a
+// Badger (v4) database on local disk, with a byte capacity, an in-memory
+// LRU index and background value-log garbage collection. It implements
+// tiers.Tier, tiers.Scanner and tiers.Syncer.
+//
+// # What it owns
+//
+//   - The directory given to Open: a Badger database tuned for large values
+//     (every frame in the value log, ValueThreshold 32 bytes; no compression,
+//     no block cache, 8 MiB memtables, one version per key, two compactors;
+//     Badger's logger routed to log/slog at Warn).
+//   - The frames: Put encodes with codec.Encode in the namespace's mode
+//     (WithCodecMode, default codec.Raw) into a pooled buffer; Get verifies
+//     the CRC-32C of every frame with codec.Decode into the caller's dst.
+//     Get reads the frame with one O_DIRECT pread of the value log file at
+//     the value pointer Badger holds (direct.go; WithDirectReads(false)
+//     reads through Badger's memory mapping instead).
+//   - Capacity: the sum of frame lengths (UsedBytes) never exceeds the bound
+//     given to Open; a Put that would is refused with tiers.ErrFull. The tier
+//     never evicts on its own; the Store asks for victims with EvictLRU (or
+//     walks Oldest and calls Delete).
+//   - The index: per block a binary key, a frame length, a write sequence
+//     number and LRU links, about 80 bytes of Go heap (see index.go).
+//
+// # On disk
+//
+// Each block is two Badger keys written and deleted in one transaction: the
+// frame under 0x01+binkey (value log) and an 18-byte meta (mode, layout,
+// frame length) under 0x02+seq+binkey (LSM tree), where binkey is
+// tiers.Key.AppendBinary and seq the block's write sequence number. Open
+// rebuilds the index from the meta keys alone, in write order, without
+// reading any frame; Scan reports blocks in that order. A 0x00 format key
+// marks the directory; Open refuses a non-empty directory without it.
+//
+// # Caveats
+//
+//   - A frame that fails its checksum (twice: the read is retried once, as
+//     value-log GC may move a frame under a reader) is a miss: counted
+//     (TierStats.Corrupt), deleted, returned as tiers.ErrCorrupt; never
+//     handed out.
+//   - Direct reads depend on Badger v4 internals found by reflection
+//     (Item's vptr and meta fields, the value log entry format); when they
+//     do not match, reads fall back to Badger's own path (TestDirectReads
+//     fails so an upgrade notices).
+//   - A value log file found shorter than its entries, or a memory fault
+//     inside Badger, "poisons" the tier: value-log GC stops (it would fault
+//     on the file) and Close waits at most 5 s for Badger; reads and writes
+//     go on. Restart to recover.
+//   - Badger 4.9.6 has a data race between value-log GC and commits; the
+//     tier holds writers off while each value log file is rewritten.
+//   - Recency is kept in memory only: after a restart, LRU order is write
+//     order.
+//   - ReservedBytes is the directory's allocated size on disk. Between value
+//     log GC passes it can reach about capacity/(1-discard ratio) plus the
+//     garbage of one GC trigger period; size the disk for that (see gc.go).
+//   - The largest frame is the value log file size minus 4 KiB
+//     (WithValueLogFileSize, default 256 MiB).
+//   - Durability: a Put is durable once Sync returns (or at once with
+//     WithSyncWrites(true)).
+//   - The slice returned by Get is the caller's dst, extended; the tier keeps
+//     no reference to it.
+//   - EvictLRU calls its protect callback with the index lock held.
+//   - Reads of blocks that are already in the page cache are faster with
+//     WithDirectReads(false); so are strictly sequential cold reads, which
+//     gain from the kernel's read-ahead. The default favours cold, random
+//     reads, the NVMe tier's usual case behind the DRAM tier.
+package nvme

@@ -1,0 +1,190 @@
+package nvme
+
+import "hash/maphash"
+
+// index is the tier's in-memory view of its blocks: binary key → frame size,
+// write sequence number and LRU position. It is not safe for concurrent use;
+// Tier.mu guards it.
+//
+// Memory per block, 64-bit: a 40-byte entry in a chunked slice (no growth
+// slack), a 4-byte slot in an open-addressing hash table kept between 3/8
+// and 3/4 full (5-11 bytes a block), and the key string, its length rounded
+// up to a malloc size class (32 bytes for a 12-byte namespace and a 16-byte
+// hash). About 80-85 bytes; TestIndexMemory measures it.
+type index struct {
+	seed   maphash.Seed
+	slots  []int32 // linear probing; entry index+1, 0 when empty; len a power of two
+	chunks [][]entry
+	n      int32 // entries ever allocated
+	free   int32 // free list through entry.older; nilEntry when empty
+	mru    int32 // most recently used; nilEntry when empty
+	lru    int32 // least recently used; nilEntry when empty
+	count  int64 // live entries
+	used   int64 // sum of live entries' sizes
+	narrow bool  // tests: keep 3 bits of each hash to force collisions
+}
+
+const (
+	chunkBits = 12
+	chunkLen  = 1 << chunkBits
+	chunkMask = chunkLen - 1
+	nilEntry  = int32(-1)
+	minSlots  = 16
+)
+
+type entry struct {
+	key   string // binary key (tiers.Key.AppendBinary); "" when free
+	seq   uint64 // write sequence number: the meta key's middle part
+	size  uint32 // frame length in bytes
+	newer int32  // LRU neighbour towards mru (nilEntry at the mru end)
+	older int32  // LRU neighbour towards lru; free-list link when free
+}
+
+func newIndex() *index {
+	return &index{seed: maphash.MakeSeed(), free: nilEntry, mru: nilEntry, lru: nilEntry}
+}
+
+func (x *index) at(i int32) *entry { return &x.chunks[i>>chunkBits][i&chunkMask] }
+
+func (x *index) mask() uint64 { return uint64(len(x.slots) - 1) }
+
+func (x *index) narrowed(h uint64) uint64 {
+	if x.narrow {
+		return h & 7
+	}
+	return h
+}
+
+func (x *index) hash(key string) uint64 { return x.narrowed(maphash.String(x.seed, key)) }
+
+// find returns the entry of key, or nilEntry.
+func (x *index) find(key []byte) int32 {
+	if len(x.slots) == 0 {
+		return nilEntry
+	}
+	m := x.mask()
+	for p := x.narrowed(maphash.Bytes(x.seed, key)) & m; ; p = (p + 1) & m {
+		s := x.slots[p]
+		if s == 0 {
+			return nilEntry
+		}
+		if x.at(s-1).key == string(key) {
+			return s - 1
+		}
+	}
+}
+
+// insert adds key, which must be absent, at the mru end.
+func (x *index) insert(key string, seq uint64, size uint32) int32 {
+	if 4*(x.count+1) > 3*int64(len(x.slots)) {
+		x.grow()
+	}
+	i := x.alloc()
+	*x.at(i) = entry{key: key, seq: seq, size: size, newer: nilEntry, older: nilEntry}
+	x.place(i)
+	x.pushMRU(i)
+	x.count++
+	x.used += int64(size)
+	return i
+}
+
+// place puts entry i in the first free slot of its probe sequence.
+func (x *index) place(i int32) {
+	m := x.mask()
+	p := x.hash(x.at(i).key) & m
+	for x.slots[p] != 0 {
+		p = (p + 1) & m
+	}
+	x.slots[p] = i + 1
+}
+
+func (x *index) grow() {
+	x.slots = make([]int32, max(minSlots, 2*len(x.slots)))
+	for i := int32(0); i < x.n; i++ {
+		if x.at(i).key != "" {
+			x.place(i)
+		}
+	}
+}
+
+// update records a new write of entry i and makes it the most recent.
+func (x *index) update(i int32, seq uint64, size uint32) {
+	e := x.at(i)
+	x.used += int64(size) - int64(e.size)
+	e.seq, e.size = seq, size
+	x.touch(i)
+}
+
+// touch makes entry i the most recently used.
+func (x *index) touch(i int32) {
+	if x.mru == i {
+		return
+	}
+	x.unlink(i)
+	x.pushMRU(i)
+}
+
+// remove deletes entry i.
+func (x *index) remove(i int32) {
+	e := x.at(i)
+	m := x.mask()
+	p := x.hash(e.key) & m
+	for x.slots[p] != i+1 {
+		p = (p + 1) & m
+	}
+	// Backward-shift deletion: pull later members of the probe run into
+	// the hole unless that would move them before their home slot.
+	x.slots[p] = 0
+	for q := (p + 1) & m; x.slots[q] != 0; q = (q + 1) & m {
+		home := x.hash(x.at(x.slots[q]-1).key) & m
+		if (q-home)&m >= (q-p)&m {
+			x.slots[p], x.slots[q] = x.slots[q], 0
+			p = q
+		}
+	}
+	x.unlink(i)
+	x.count--
+	x.used -= int64(e.size)
+	*e = entry{newer: nilEntry, older: x.free}
+	x.free = i
+}
+
+func (x *index) alloc() int32 {
+	if i := x.free; i != nilEntry {
+		x.free = x.at(i).older
+		return i
+	}
+	i := x.n
+	if int(i>>chunkBits) == len(x.chunks) {
+		x.chunks = append(x.chunks, make([]entry, chunkLen))
+	}
+	x.n++
+	return i
+}
+
+func (x *index) pushMRU(i int32) {
+	e := x.at(i)
+	e.newer, e.older = nilEntry, x.mru
+	if x.mru != nilEntry {
+		x.at(x.mru).newer = i
+	}
+	x.mru = i
+	if x.lru == nilEntry {
+		x.lru = i
+	}
+}
+
+func (x *index) unlink(i int32) {
+	e := x.at(i)
+	if e.newer != nilEntry {
+		x.at(e.newer).older = e.older
+	} else {
+		x.mru = e.older
+	}
+	if e.older != nilEntry {
+		x.at(e.older).newer = e.newer
+	} else {
+		x.lru = e.newer
+	}
+	e.newer, e.older = nilEntry, nilEntry
+}

@@ -1,0 +1,715 @@
+package nvme
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/kvtier/kvtier/codec"
+	"github.com/kvtier/kvtier/tiers"
+)
+
+var (
+	_ tiers.Tier    = (*Tier)(nil)
+	_ tiers.Scanner = (*Tier)(nil)
+	_ tiers.Syncer  = (*Tier)(nil)
+)
+
+const (
+	numStripes = 64
+	// keyBufLen holds the longest binary key: 1+128+1+32+2 bytes.
+	keyBufLen = 1 + tiers.MaxNamespaceLen + 1 + 32 + 2
+	// frameHeadroom is what a value log entry adds around a frame (Badger's
+	// entry header, the key, the checksum), kept free in a value log file.
+	frameHeadroom = 4 << 10
+	// usageTTL is how long Stats reuses a measured disk usage.
+	usageTTL = time.Second
+	// repairBatch bounds the operations of one repair transaction on Open.
+	repairBatch = 256
+)
+
+// poisonedCloseWait bounds Close once a fault hit Badger's internals.
+var poisonedCloseWait = 5 * time.Second
+
+// Tier is the NVMe tier: codec frames in a Badger database, with a byte
+// capacity, an in-memory LRU index and background value-log GC. Safe for
+// concurrent use.
+type Tier struct {
+	dir      string
+	capacity int64
+	maxFrame int64
+	cfg      config
+	st       store
+
+	// opsMu is held for reading by every method that uses st and for
+	// writing by Close, so st is never used once closed.
+	opsMu  sync.RWMutex
+	closed bool // guarded by opsMu
+
+	// gate is held for reading by every Badger write (Put, Delete, eviction,
+	// corruption drops) and for writing by the memtable flush of a GC pass:
+	// Badger fails writes attempted while it flushes that way.
+	gate sync.RWMutex
+
+	// stripes serialise the writers of one key: a writer holds
+	// stripes[hash(key)%numStripes] across its Badger write and its index
+	// update, so both happen in the same order for every key.
+	// Lock order: opsMu → gcMu → stripe → gate → mu.
+	stripes [numStripes]sync.Mutex
+
+	mu      sync.Mutex // protects idx, pending, nextSeq
+	idx     *index
+	pending int64  // frame bytes of Puts admitted but not yet indexed
+	nextSeq uint64 // sequence number of the next write
+
+	bufs sync.Pool // *[]byte frame buffers, reused across Puts
+
+	corrupt  atomic.Int64 // copies found damaged and removed since Open
+	poisoned atomic.Bool  // the value log is damaged under Badger (see poison)
+	garbage  atomic.Int64 // frame bytes deleted or replaced since the last collection began
+	gcRuns   atomic.Int64 // completed collections
+
+	usageMu sync.Mutex // protects usage, usageAt
+	usage   int64
+	usageAt time.Time
+
+	gcMu     sync.Mutex    // serialises CollectGarbage
+	kick     chan struct{} // capacity 1: wakes the GC goroutine early
+	gcCtx    context.Context
+	gcCancel context.CancelFunc
+	gcDone   chan struct{} // closed when the GC goroutine exits
+}
+
+// Open opens (creating if needed) the tier stored in dir, with a bound of
+// capacity bytes of frames. On an existing directory it rebuilds the index
+// from a key-only pass over Badger's LSM tree (no value is read): blocks are
+// served at once, in LRU order of their last write.
+func Open(dir string, capacity int64, opts ...Option) (*Tier, error) {
+	if capacity <= 0 {
+		return nil, fmt.Errorf("%w: nvme: capacity %d", tiers.ErrInvalid, capacity)
+	}
+	cfg := defaultConfig(capacity)
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("%w: nvme: %v", tiers.ErrInvalid, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStore, err)
+	}
+	db, err := openBadger(dir, cfg)
+	if err != nil {
+		return nil, err
+	}
+	bs := &badgerStore{db: db}
+	if cfg.directReads {
+		bs.direct = newDirectReader(dir)
+	}
+	var st store = bs
+	if cfg.wrapStore != nil {
+		st = cfg.wrapStore(st)
+	}
+	t := &Tier{
+		dir:      dir,
+		capacity: capacity,
+		maxFrame: cfg.vlogFileSize - frameHeadroom,
+		cfg:      cfg,
+		st:       st,
+		idx:      newIndex(),
+		kick:     make(chan struct{}, 1),
+		gcDone:   make(chan struct{}),
+	}
+	if err := t.load(context.Background()); err != nil {
+		_ = st.close()
+		return nil, err
+	}
+	t.refreshUsage()
+	t.gcCtx, t.gcCancel = context.WithCancel(context.Background())
+	go t.gcLoop()
+	return t, nil
+}
+
+func openBadger(dir string, cfg config) (db *badger.DB, err error) {
+	defer recoverTo(&err)
+	opt := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{l: cfg.logger, level: cfg.badgerLevel}).
+		WithSyncWrites(cfg.syncWrites).
+		WithNumVersionsToKeep(1).
+		WithCompression(options.None).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
+		WithValueThreshold(valueThreshold).
+		WithMemTableSize(cfg.memTableSize).
+		WithNumMemtables(2).
+		WithNumCompactors(2).
+		WithNumGoroutines(1).
+		WithValueLogFileSize(cfg.vlogFileSize).
+		WithMetricsEnabled(false).
+		WithDetectConflicts(false)
+	db, err = badger.Open(opt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: open %s: %w", ErrStore, dir, err)
+	}
+	return db, nil
+}
+
+// enter takes opsMu for reading; it fails once the tier is closed. The
+// caller releases with t.opsMu.RUnlock.
+func (t *Tier) enter() error {
+	t.opsMu.RLock()
+	if t.closed {
+		t.opsMu.RUnlock()
+		return fmt.Errorf("%w: nvme tier", tiers.ErrClosed)
+	}
+	return nil
+}
+
+func (t *Tier) stripe(bk []byte) *sync.Mutex {
+	return &t.stripes[maphash.Bytes(t.idx.seed, bk)%numStripes]
+}
+
+func (t *Tier) getBuf(n int) *[]byte {
+	bp, _ := t.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	if cap(*bp) < n {
+		*bp = make([]byte, 0, n)
+	}
+	return bp
+}
+
+// Put encodes data with the namespace's codec mode and stores the frame
+// under k, replacing any copy there. It fails with an error wrapping
+// tiers.ErrFull when the frame does not fit in the remaining capacity (and
+// also tiers.ErrExhausted when it could never fit), tiers.ErrInvalid for a
+// bad key or a length that does not match l, and ErrStore when Badger fails;
+// on any error nothing is indexed and the previous copy, if any, remains.
+func (t *Tier) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte) error {
+	if err := t.enter(); err != nil {
+		return err
+	}
+	defer t.opsMu.RUnlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	if err := l.CheckLen(len(data)); err != nil {
+		return fmt.Errorf("%w: nvme: put %v: %w", tiers.ErrInvalid, k, err)
+	}
+	mode := t.cfg.mode(k.Namespace)
+	bp := t.getBuf(codec.MaxFrameLen(l, mode))
+	defer t.bufs.Put(bp)
+	frame, err := codec.Encode((*bp)[:0], l, data, codec.Options{Mode: mode})
+	*bp = frame[:0]
+	if err != nil {
+		return fmt.Errorf("%w: nvme: put %v: encode: %w", tiers.ErrInvalid, k, err)
+	}
+	n := int64(len(frame))
+	if n > t.capacity || n > t.maxFrame {
+		return fmt.Errorf("%w: %w: nvme: frame of %d bytes exceeds capacity %d or the largest frame %d",
+			tiers.ErrFull, tiers.ErrExhausted, n, t.capacity, t.maxFrame)
+	}
+	var kb [keyBufLen]byte
+	bk := k.AppendBinary(kb[:0])
+
+	s := t.stripe(bk)
+	s.Lock()
+	defer s.Unlock()
+	t.gate.RLock()
+	defer t.gate.RUnlock()
+
+	t.mu.Lock()
+	i := t.idx.find(bk)
+	var oldSeq uint64
+	var oldSize int64
+	if i != nilEntry {
+		e := t.idx.at(i)
+		oldSeq, oldSize = e.seq, int64(e.size)
+	}
+	if used := t.idx.used + t.pending; used-oldSize+n > t.capacity {
+		t.mu.Unlock()
+		return fmt.Errorf("%w: nvme: frame of %d bytes, %d of %d bytes used", tiers.ErrFull, n, used, t.capacity)
+	}
+	t.pending += n
+	seq := t.nextSeq
+	t.nextSeq++
+	t.mu.Unlock()
+
+	err = ctx.Err()
+	if err == nil {
+		meta := appendMeta(make([]byte, 0, metaLen), blockMeta{mode: mode, layout: l, frameLen: uint32(n)})
+		ops := make([]op, 2, 3)
+		ops[0] = op{key: dataKey(bk), val: frame, userMeta: userMetaFrame}
+		ops[1] = op{key: metaKey(seq, bk), val: meta}
+		if oldSeq != 0 {
+			ops = append(ops, op{key: metaKey(oldSeq, bk), del: true})
+		}
+		err = t.st.write(ops)
+	}
+
+	t.mu.Lock()
+	t.pending -= n
+	if err == nil {
+		if i != nilEntry {
+			t.idx.update(i, seq, uint32(n))
+		} else {
+			t.idx.insert(string(bk), seq, uint32(n))
+		}
+	}
+	t.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("nvme: put %v: %w", k, err)
+	}
+	t.addGarbage(oldSize)
+	return nil
+}
+
+// Get verifies k's frame (CRC-32C over header and payload) and decodes it,
+// appending the block to dst. A missing block is tiers.ErrNotFound. A frame
+// that fails verification is counted in TierStats.Corrupt, deleted, and
+// reported as an error wrapping tiers.ErrCorrupt; its bytes are never
+// returned. On error dst is returned unchanged.
+func (t *Tier) Get(ctx context.Context, k tiers.Key, dst []byte) (tiers.Layout, []byte, error) {
+	if err := t.enter(); err != nil {
+		return tiers.Layout{}, dst, err
+	}
+	defer t.opsMu.RUnlock()
+	if err := ctx.Err(); err != nil {
+		return tiers.Layout{}, dst, err
+	}
+	if err := k.Validate(); err != nil {
+		return tiers.Layout{}, dst, err
+	}
+	var kb [keyBufLen]byte
+	bk := k.AppendBinary(kb[:0])
+
+	t.mu.Lock()
+	i := t.idx.find(bk)
+	if i == nilEntry {
+		t.mu.Unlock()
+		return tiers.Layout{}, dst, fmt.Errorf("%w: nvme: %v", tiers.ErrNotFound, k)
+	}
+	t.idx.touch(i)
+	t.mu.Unlock()
+
+	// A failed read is tried again before the block is declared corrupt:
+	// value-log GC may have moved the frame between the lookup and the read.
+	var (
+		l       tiers.Layout
+		out     []byte
+		version uint64
+		err     error
+	)
+	for range 3 {
+		l, out, version, err = t.readFrame(bk, dst)
+		if err == nil {
+			return l, out, nil
+		}
+		if errors.Is(err, errPoisoned) || !(errors.Is(err, errDirectRetry) || isBadRead(err)) {
+			break
+		}
+	}
+	switch {
+	case errors.Is(err, errNoKey):
+		// The index said present. Either a concurrent Delete won, or the
+		// index and Badger disagree; drop the index entry in the second case.
+		t.forgetMissing(bk)
+		return tiers.Layout{}, dst, fmt.Errorf("%w: nvme: %v", tiers.ErrNotFound, k)
+	case !isBadRead(err):
+		return tiers.Layout{}, dst, fmt.Errorf("nvme: get %v: %w", k, err)
+	}
+	if errors.Is(err, errPoisoned) || errors.Is(err, errTruncated) {
+		t.poison(err)
+	}
+	t.corrupt.Add(1)
+	t.dropCorrupt(bk, version)
+	return tiers.Layout{}, dst, fmt.Errorf("%w: nvme: %v removed: %w", tiers.ErrCorrupt, k, err)
+}
+
+// poison records that the value log is damaged in a way Badger does not
+// survive (a file shorter than its entries, a fault inside Badger): value
+// log GC, which would read the damaged file through its mapping, stops, and
+// Close stops waiting for Badger after poisonedCloseWait. Reads and writes
+// go on; a restart reopens the files at their real size.
+func (t *Tier) poison(err error) {
+	if t.poisoned.CompareAndSwap(false, true) && t.cfg.logger != nil {
+		t.cfg.logger.LogAttrs(context.Background(), slog.LevelError,
+			"nvme: value log damaged; value log GC stopped, restart to recover",
+			slog.String("dir", t.dir), slog.Any("err", err))
+	}
+}
+
+// readFrame reads and decodes binary key bk's frame, appending the block to
+// dst. It returns the Badger version of what it read.
+func (t *Tier) readFrame(bk, dst []byte) (l tiers.Layout, out []byte, version uint64, err error) {
+	var decErr error
+	called := false
+	version, err = t.st.get(dataKey(bk), func(val []byte) error {
+		called = true
+		l, out, decErr = codec.Decode(dst, val)
+		return nil
+	})
+	switch {
+	case err != nil:
+	case decErr != nil:
+		err = fmt.Errorf("%w: %w", errBadFrame, decErr)
+	case !called:
+		err = errNoValue
+	}
+	return l, out, version, err
+}
+
+// isBadRead reports whether a read error says the stored bytes are damaged.
+func isBadRead(err error) bool {
+	return errors.Is(err, errBadFrame) || errors.Is(err, errNoValue) ||
+		errors.Is(err, errTruncated) || errors.Is(err, errFault)
+}
+
+// Delete removes k. Deleting a missing block is not an error.
+func (t *Tier) Delete(ctx context.Context, k tiers.Key) error {
+	if err := t.enter(); err != nil {
+		return err
+	}
+	defer t.opsMu.RUnlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	var kb [keyBufLen]byte
+	if _, err := t.remove(k.AppendBinary(kb[:0]), 0); err != nil {
+		return fmt.Errorf("nvme: delete %v: %w", k, err)
+	}
+	return nil
+}
+
+// remove deletes binary key bk if it is indexed and, when seq is not 0, was
+// last written with seq. It returns the frame bytes freed.
+func (t *Tier) remove(bk []byte, seq uint64) (int64, error) {
+	s := t.stripe(bk)
+	s.Lock()
+	defer s.Unlock()
+	t.gate.RLock()
+	defer t.gate.RUnlock()
+
+	t.mu.Lock()
+	i := t.idx.find(bk)
+	if i == nilEntry || (seq != 0 && t.idx.at(i).seq != seq) {
+		t.mu.Unlock()
+		return 0, nil
+	}
+	e := t.idx.at(i)
+	seq, size := e.seq, int64(e.size)
+	t.mu.Unlock()
+
+	if err := t.st.write([]op{{key: dataKey(bk), del: true}, {key: metaKey(seq, bk), del: true}}); err != nil {
+		return 0, err
+	}
+	t.mu.Lock()
+	t.idx.remove(i)
+	t.mu.Unlock()
+	t.addGarbage(size)
+	return size, nil
+}
+
+// dropCorrupt deletes bk after a read found its frame damaged, unless a
+// writer replaced it since (its Badger version is no longer version; version
+// 0 means unknown: delete regardless).
+func (t *Tier) dropCorrupt(bk []byte, version uint64) {
+	s := t.stripe(bk)
+	s.Lock()
+	defer s.Unlock()
+	t.gate.RLock()
+	defer t.gate.RUnlock()
+
+	v, err := t.st.get(dataKey(bk), nil)
+	if err != nil && !errors.Is(err, errNoKey) {
+		return // cannot tell; the next read retries
+	}
+	if err == nil && version != 0 && v != version {
+		return
+	}
+	t.mu.Lock()
+	i := t.idx.find(bk)
+	ops := []op{{key: dataKey(bk), del: true}}
+	var size int64
+	if i != nilEntry {
+		e := t.idx.at(i)
+		size = int64(e.size)
+		ops = append(ops, op{key: metaKey(e.seq, bk), del: true})
+	}
+	t.mu.Unlock()
+	if err := t.st.write(ops); err != nil {
+		return
+	}
+	if i != nilEntry {
+		t.mu.Lock()
+		t.idx.remove(i)
+		t.mu.Unlock()
+		t.addGarbage(size)
+	}
+}
+
+// forgetMissing drops bk from the index (and its meta) when Badger has no
+// frame for it.
+func (t *Tier) forgetMissing(bk []byte) {
+	s := t.stripe(bk)
+	s.Lock()
+	defer s.Unlock()
+	if _, err := t.st.get(dataKey(bk), nil); !errors.Is(err, errNoKey) {
+		return
+	}
+	t.gate.RLock()
+	defer t.gate.RUnlock()
+	t.mu.Lock()
+	i := t.idx.find(bk)
+	if i == nilEntry {
+		t.mu.Unlock()
+		return
+	}
+	seq := t.idx.at(i).seq
+	t.mu.Unlock()
+	if err := t.st.write([]op{{key: metaKey(seq, bk), del: true}}); err != nil {
+		return
+	}
+	t.mu.Lock()
+	t.idx.remove(i)
+	t.mu.Unlock()
+}
+
+// Sync returns once every Put that returned before the call is on stable
+// storage (value log and memtable write-ahead log fsynced).
+func (t *Tier) Sync() error {
+	if err := t.enter(); err != nil {
+		return err
+	}
+	defer t.opsMu.RUnlock()
+	return t.st.sync()
+}
+
+// Stats returns the tier's accounting. UsedBytes is the sum of frame
+// lengths; ReservedBytes is the space the directory takes on disk (value log,
+// LSM tree, write-ahead logs; garbage not yet collected included), at least
+// UsedBytes, measured at most once a second.
+func (t *Tier) Stats() tiers.TierStats {
+	t.mu.Lock()
+	used, blocks := t.idx.used, t.idx.count
+	t.mu.Unlock()
+	return tiers.TierStats{
+		Name:          tiers.LevelNVMe.String(),
+		CapacityBytes: t.capacity,
+		UsedBytes:     used,
+		ReservedBytes: max(used, t.diskUsage(false)),
+		Blocks:        blocks,
+		Corrupt:       t.corrupt.Load(),
+	}
+}
+
+func (t *Tier) diskUsage(force bool) int64 {
+	t.usageMu.Lock()
+	defer t.usageMu.Unlock()
+	if force || time.Since(t.usageAt) > usageTTL {
+		t.usage, t.usageAt = diskUsage(t.dir), time.Now()
+	}
+	return t.usage
+}
+
+func (t *Tier) refreshUsage() { t.diskUsage(true) }
+
+// Close stops background GC and closes Badger. Every method called after
+// Close returns an error wrapping tiers.ErrClosed (Stats keeps working).
+func (t *Tier) Close() error {
+	t.gcCancel()
+	<-t.gcDone
+	t.opsMu.Lock()
+	defer t.opsMu.Unlock()
+	if t.closed {
+		return fmt.Errorf("%w: nvme tier", tiers.ErrClosed)
+	}
+	t.closed = true
+	if !t.poisoned.Load() {
+		return t.st.close()
+	}
+	// Badger may wait forever on a lock the fault left held.
+	done := make(chan error, 1)
+	go func() { done <- t.st.close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(poisonedCloseWait):
+		return fmt.Errorf("%w: close did not finish after a fault in the storage engine; files left open", ErrStore)
+	}
+}
+
+// Scan calls fn for every block, oldest write first (the order of the
+// write sequence numbers in the meta keys), with the block's layout and its
+// frame length. It reads batches under short snapshots, so fn may call the
+// tier; blocks written or deleted during the scan may or may not be seen.
+func (t *Tier) Scan(ctx context.Context, fn func(k tiers.Key, l tiers.Layout, size int64) error) error {
+	type rec struct {
+		k    tiers.Key
+		l    tiers.Layout
+		size int64
+	}
+	const batch = 1024
+	start := []byte{prefixMeta}
+	recs := make([]rec, 0, batch)
+	for {
+		recs = recs[:0]
+		var last []byte
+		err := t.scanBatch(ctx, start, func(key, val []byte) error {
+			if len(recs) == batch {
+				return errBatchFull
+			}
+			last = append(last[:0], key...)
+			_, bk, err := parseMetaKey(key)
+			if err != nil {
+				return nil
+			}
+			k, err := tiers.ParseKey(bk)
+			if err != nil {
+				return nil
+			}
+			m, err := parseMeta(val)
+			if err != nil {
+				return nil
+			}
+			recs = append(recs, rec{k: k, l: m.layout, size: int64(m.frameLen)})
+			return nil
+		})
+		if err != nil && !errors.Is(err, errBatchFull) {
+			return err
+		}
+		for _, r := range recs {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(r.k, r.l, r.size); err != nil {
+				return err
+			}
+		}
+		if !errors.Is(err, errBatchFull) {
+			return nil
+		}
+		start = append(bytes.Clone(last), 0) // the next key after last
+	}
+}
+
+var errBatchFull = errors.New("nvme: batch full")
+
+func (t *Tier) scanBatch(ctx context.Context, start []byte, fn func(key, val []byte) error) error {
+	if err := t.enter(); err != nil {
+		return err
+	}
+	defer t.opsMu.RUnlock()
+	return t.st.scan(ctx, []byte{prefixMeta}, start, true, fn)
+}
+
+// load checks the directory's format and rebuilds the index from the meta
+// keys (in write order) and the data keys, repairing what a crash or a bug
+// could leave: metas without a frame, frames without a meta, unreadable
+// metas (counted as corrupt), two metas for one key (the later wins).
+func (t *Tier) load(ctx context.Context) error {
+	if err := t.checkFormat(ctx); err != nil {
+		return err
+	}
+	var drop []op
+	var maxSeq uint64
+	err := t.st.scan(ctx, []byte{prefixMeta}, nil, true, func(key, val []byte) error {
+		seq, bk, err := parseMetaKey(key)
+		var m blockMeta
+		if err == nil {
+			_, err = tiers.ParseKey(bk)
+		}
+		if err == nil {
+			m, err = parseMeta(val)
+		}
+		if err != nil {
+			t.corrupt.Add(1)
+			drop = append(drop, op{key: append([]byte(nil), key...), del: true})
+			return nil
+		}
+		maxSeq = max(maxSeq, seq)
+		if i := t.idx.find(bk); i != nilEntry {
+			drop = append(drop, op{key: metaKey(t.idx.at(i).seq, bk), del: true})
+			t.idx.update(i, seq, m.frameLen)
+			return nil
+		}
+		t.idx.insert(string(bk), seq, m.frameLen)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("nvme: rebuilding index: %w", err)
+	}
+	seen := make([]uint64, (t.idx.n+63)/64)
+	err = t.st.scan(ctx, []byte{prefixData}, nil, false, func(key, _ []byte) error {
+		i := t.idx.find(key[1:])
+		if i == nilEntry {
+			drop = append(drop, op{key: append([]byte(nil), key...), del: true})
+			return nil
+		}
+		seen[i/64] |= 1 << (i % 64)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("nvme: rebuilding index: %w", err)
+	}
+	for i := int32(0); i < t.idx.n; i++ {
+		e := t.idx.at(i)
+		if e.key == "" || seen[i/64]&(1<<(i%64)) != 0 {
+			continue
+		}
+		drop = append(drop, op{key: metaKey(e.seq, []byte(e.key)), del: true})
+		t.idx.remove(i)
+	}
+	for len(drop) > 0 {
+		n := min(len(drop), repairBatch)
+		if err := t.st.write(drop[:n]); err != nil {
+			return fmt.Errorf("nvme: repairing index: %w", err)
+		}
+		drop = drop[n:]
+	}
+	t.nextSeq = maxSeq + 1
+	return nil
+}
+
+// checkFormat accepts a directory holding this format, or an empty one
+// (which it marks); anything else is ErrFormat.
+func (t *Tier) checkFormat(ctx context.Context) error {
+	_, err := t.st.get(formatKey, func(v []byte) error {
+		if len(v) != 1 || v[0] != formatVersion {
+			return fmt.Errorf("%w: format %q, want %q", ErrFormat, v, formatVersion)
+		}
+		return nil
+	})
+	if !errors.Is(err, errNoKey) {
+		return err
+	}
+	empty := true
+	err = t.st.scan(ctx, nil, nil, false, func([]byte, []byte) error {
+		empty = false
+		return errBatchFull
+	})
+	if err != nil && !errors.Is(err, errBatchFull) {
+		return err
+	}
+	if !empty {
+		return fmt.Errorf("%w: %s holds a Badger database without a kvtier format key", ErrFormat, t.dir)
+	}
+	return t.st.write([]op{{key: formatKey, val: []byte{formatVersion}}})
+}

@@ -1,0 +1,180 @@
+package tiers_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"testing"
+
+	"github.com/kvtier/kvtier/codec"
+	"github.com/kvtier/kvtier/tiers"
+	"github.com/kvtier/kvtier/tiers/dram"
+	"github.com/kvtier/kvtier/tiers/nvme"
+)
+
+var benchSizes = []int{64 << 10, 256 << 10, 1 << 20, 4 << 20}
+
+// layoutOf returns an fp16 layout of n bytes (n a multiple of 4 KiB).
+func layoutOf(n int) tiers.Layout {
+	return tiers.Layout{DType: codec.FP16, Layers: 1, KVHeads: 8, HeadDim: 128, Tokens: uint32(n / (2 * 8 * 128 * 2))}
+}
+
+func benchKey(i int) tiers.Key {
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(i)*0x9E3779B97F4A7C15+7)
+	binary.LittleEndian.PutUint64(b[8:], uint64(i))
+	h, _ := tiers.HashFromBytes(b[:])
+	return tiers.Key{Namespace: "bench", Hash: h, Layer: tiers.AllLayers}
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// BenchmarkStoreDRAM measures Put (with eviction of the oldest block, as
+// in steady state) and Get+Release (the reader copies the bytes out, as a
+// client would) through the Store on the real DRAM arena. The references
+// are copies of the same bytes into and out of a rotating set of buffers as
+// large as the arena, measured in the same run, so both sides miss the CPU
+// caches alike. Target: put and get ≥ 0.8× the copy reference.
+func BenchmarkStoreDRAM(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range benchSizes {
+		l := layoutOf(n)
+		window := max(16, (64<<20)/n) // blocks the arena holds: 64 MiB or more, beyond the caches
+		src := make([]byte, n)
+		for i := range src {
+			src[i] = byte(i * 7)
+		}
+		dst := make([]byte, n)
+		pool := make([]byte, window*n)
+		for i := range pool {
+			pool[i] = byte(i)
+		}
+		slot := func(i int) []byte { o := (i % window) * n; return pool[o : o+n] }
+		b.Run(fmt.Sprintf("ref=copyin/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			i := 0
+			for b.Loop() {
+				copy(slot(i), src)
+				i++
+			}
+		})
+		d, err := dram.New(int64(window*n), dram.WithPrefault(true))
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := tiers.Open(ctx, tiers.Config{DRAM: d, Logger: quietLogger()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		next := 0
+		for range window { // fill the arena so every timed put evicts, as in steady state
+			if err := s.Put(ctx, benchKey(next), l, src, tiers.PutOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			next++
+		}
+		b.Run(fmt.Sprintf("op=put/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.Put(ctx, benchKey(next), l, src, tiers.PutOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				next++
+			}
+		})
+		b.Run(fmt.Sprintf("ref=copyout/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			i := 0
+			for b.Loop() {
+				copy(dst, slot(i))
+				i++
+			}
+		})
+		b.Run(fmt.Sprintf("op=get/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				k := benchKey(next - 1 - i%(window/2))
+				blk, err := s.Get(ctx, k, tiers.GetOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				copy(dst, blk.Data)
+				s.Release(k)
+				i++
+			}
+		})
+		s.Close()
+	}
+}
+
+// TestHeapBudget checks the Go heap cost of the index: under 64 MiB plus
+// about 200 bytes per indexed block, whatever the arena sizes. It indexes
+// 50,000 blocks across a 1 GiB DRAM arena (mapped outside the Go heap) and
+// an NVMe tier, and measures the live heap after a GC.
+func TestHeapBudget(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("heap figures are meaningless under -race; skipped in -short")
+	}
+	ctx := context.Background()
+	l := tiers.Layout{DType: codec.FP8, Layers: 1, KVHeads: 1, HeadDim: 128, Tokens: 16} // 4 KiB
+	before := liveHeap()
+	d, err := dram.New(1 << 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := nvme.Open(t.TempDir(), 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := tiers.Open(ctx, tiers.Config{DRAM: d, NVMe: n, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const first, blocks = 10_000, 50_000
+	data := make([]byte, l.Size())
+	var parent tiers.Hash
+	var atFirst uint64
+	for i := range blocks {
+		k := benchKey(i)
+		if err := s.Put(ctx, k, l, data, tiers.PutOptions{Parent: parent}); err != nil {
+			t.Fatal(err)
+		}
+		parent = k.Hash
+		if i+1 == first {
+			waitWriteBehind(s)
+			atFirst = liveHeap() - before
+		}
+	}
+	waitWriteBehind(s)
+	used := liveHeap() - before
+	budget := uint64(64<<20 + 200*blocks)
+	st := s.Stats()
+	perBlock := float64(used-atFirst) / (blocks - first)
+	t.Logf("heap %.1f MiB for %d indexed blocks (%d in DRAM, %d on NVMe); %.0f bytes per added block (slope %d→%d); budget %.1f MiB",
+		float64(used)/(1<<20), st.IndexedBlocks, st.Levels[0].Blocks, st.Levels[1].Blocks,
+		perBlock, first, blocks, float64(budget)/(1<<20))
+	if used > budget {
+		t.Fatalf("heap %d bytes exceeds the budget of %d", used, budget)
+	}
+}
+
+func waitWriteBehind(s *tiers.Store) {
+	for s.Stats().WriteBehindWait > 0 {
+		runtime.Gosched()
+	}
+}
+
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
