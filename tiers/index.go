@@ -57,6 +57,7 @@ type shard struct {
 	idx     map[uint64]int32 // fingerprint → first entry with it (chained by nextFP)
 	count   int
 	pages   [][]entry // the slab: fixed-size pages, so growth never copies or over-allocates
+	tops    [][]Level // tops[p][j]: the fastest level of pages[p][j], dense for Lookup
 	nslab   int32     // entries handed out from the slab so far
 	freeIdx []int32
 	lru     [numLists]list
@@ -147,6 +148,7 @@ func (s *shard) addFP(k Key, fp uint64) int32 {
 	} else {
 		if s.nslab%pageEntries == 0 {
 			s.pages = append(s.pages, make([]entry, pageEntries))
+			s.tops = append(s.tops, make([]Level, pageEntries))
 		}
 		i = s.nslab
 		s.nslab++
@@ -175,7 +177,27 @@ func (s *shard) drop(i int32) {
 	s.unindex(i)
 	s.count--
 	*e = entry{free: true}
+	s.tops[i/pageEntries][i%pageEntries] = LevelNone
 	s.freeIdx = append(s.freeIdx, i)
+}
+
+// setWhere sets the copies entry i has, keeping its dense top level in
+// step. Caller holds mu (write).
+func (s *shard) setWhere(i int32, w uint8) {
+	e := s.at(i)
+	e.where = w
+	s.tops[i/pageEntries][i%pageEntries] = e.top()
+}
+
+// topFP returns the fastest level holding the block with fingerprint fp,
+// trusting the fingerprint without comparing keys (see Store.Lookup).
+// Caller holds mu (read or write).
+func (s *shard) topFP(fp uint64) Level {
+	i, ok := s.idx[fp]
+	if !ok {
+		return LevelNone
+	}
+	return s.tops[i/pageEntries][i%pageEntries]
 }
 
 // unindex removes entry i from its fingerprint chain. Caller holds mu.

@@ -11,6 +11,13 @@ import (
 // receives the fastest level holding block i for every cached block (it
 // must be at least as long as hashes). Lookup takes only read locks and
 // does not change recency; Get does.
+//
+// Lookup trusts the index's 64-bit fingerprints (keyed with a per-store
+// random seed) without comparing whole keys, which keeps it to one map
+// probe and one byte per block. Two cached keys would have to share a
+// fingerprint for it to err (odds about n²/2⁶⁵ for n cached blocks), and
+// even then only by reporting a block as cached that Get then misses,
+// which callers must handle anyway: a block can be evicted between the two.
 func (s *Store) Lookup(ctx context.Context, ns string, layer int16, hashes []Hash, levels []Level) (int, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, err
@@ -39,10 +46,7 @@ func (s *Store) Lookup(ctx context.Context, ns string, layer int16, hashes []Has
 		fp := fingerprint(s.seed, nh, k)
 		sh := s.shards[shardIndex(fp, len(s.shards))]
 		sh.mu.RLock()
-		lvl := LevelNone
-		if i := sh.findFP(k, fp); i != nilIdx {
-			lvl = sh.at(i).top()
-		}
+		lvl := sh.topFP(fp)
 		sh.mu.RUnlock()
 		if lvl == LevelNone {
 			return n, nil

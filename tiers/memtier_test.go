@@ -198,6 +198,10 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 			}
 			e := sh.at(i)
 			k := e.key
+			if top := sh.tops[i/pageEntries][i%pageEntries]; top != e.top() {
+				sh.mu.RUnlock()
+				return fmt.Errorf("%v: dense top level %v, entry says %v", k, top, e.top())
+			}
 			if e.where == 0 {
 				sh.mu.RUnlock()
 				return fmt.Errorf("%v: indexed with no copy", k)

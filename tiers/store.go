@@ -168,7 +168,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			}
 			e := sh.at(i)
 			e.layout = l
-			e.where |= inNVMe
+			sh.setWhere(i, e.where|inNVMe)
 			sh.touch(i, s.tick()) // write order: the oldest write is evicted first
 			sh.mu.Unlock()
 			n++
@@ -383,7 +383,7 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts Put
 	}
 	e := sh.at(i)
 	e.layout = l
-	e.where |= inDRAM
+	sh.setWhere(i, e.where|inDRAM)
 	sh.touch(i, s.tick())
 	persisted := e.where&inNVMe != 0
 	s.unlock(sh)
@@ -601,7 +601,7 @@ func (s *Store) promoteDRAM(ctx context.Context, k Key, l Layout) (Block, error)
 		_ = s.dram.Abort(slot)
 		return Block{}, err
 	}
-	e.where |= inDRAM
+	sh.setWhere(i, e.where|inDRAM)
 	sh.touch(i, s.tick())
 	sh.ctr.hits[LevelNVMe]++
 	sh.ctr.promotions[LevelDRAM]++
@@ -627,7 +627,7 @@ func (s *Store) promoteHBM(ctx context.Context, k Key, b Block) error {
 	sh.mu.Lock()
 	i := sh.findFP(k, fp)
 	e := sh.at(i)
-	e.where |= inHBM
+	sh.setWhere(i, e.where|inHBM)
 	sh.pushFront(listHBM, i)
 	sh.ctr.promotions[LevelHBM]++
 	sh.mu.Unlock()
@@ -709,21 +709,21 @@ func (s *Store) dropCopies(sh *shard, i int32, bits uint8) {
 		if err := s.hbm.Delete(ctx, k); err != nil {
 			s.log.Warn("tiers: deleting HBM copy", "key", k.String(), "err", err)
 		}
-		e.where &^= inHBM
+		sh.setWhere(i, e.where&^inHBM)
 		sh.unlink(listHBM, i)
 	}
 	if bits&inDRAM != 0 && e.where&inDRAM != 0 {
 		if err := s.dram.Delete(ctx, k); err != nil {
 			s.log.Warn("tiers: deleting DRAM copy", "key", k.String(), "err", err)
 		}
-		e.where &^= inDRAM
+		sh.setWhere(i, e.where&^inDRAM)
 		sh.unlink(listDRAM, i)
 	}
 	if bits&inNVMe != 0 && e.where&inNVMe != 0 {
 		if err := s.nvme.Delete(ctx, k); err != nil {
 			s.log.Warn("tiers: deleting NVMe copy", "key", k.String(), "err", err)
 		}
-		e.where &^= inNVMe
+		sh.setWhere(i, e.where&^inNVMe)
 		sh.unlink(listNVMe, i)
 	}
 	if e.where == 0 && e.pins == 0 {

@@ -91,7 +91,7 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 	e.pins--
 	e.saving = false
 	if err == nil {
-		e.where |= inNVMe
+		sh.setWhere(i, e.where|inNVMe)
 		sh.pushFront(listNVMe, i)
 		sh.ctr.demotions++
 	}
