@@ -23,8 +23,17 @@ build-nocgo:
 vet:
 	$(GO) vet $(PKGS)
 
-test: vet build-nocgo
+test: vet build-nocgo proto-check
 	$(GO) test $(TESTFLAGS) $(PKGS)
+
+# Regenerate proto/kvtier/v1's Go code: buf and the protoc plugins are pinned
+# in proto/gen.sh and built once from the Go module proxy into bin/proto-tools.
+proto:
+	GO=$(GO) proto/gen.sh generate
+
+# Fail when the committed generated code differs from what `make proto` makes.
+proto-check:
+	GO=$(GO) proto/gen.sh check
 
 run: build
 	$(BIN) serve

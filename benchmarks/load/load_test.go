@@ -1,0 +1,433 @@
+package load
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kvtier/kvtier/client"
+	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
+	"github.com/kvtier/kvtier/tiers/prefixhash"
+)
+
+const (
+	getClients    = 4
+	getBlocks     = 32 // distinct 1 MiB values, cycled through
+	getSize       = 1 << 20
+	lookupClients = 16
+	lookupBlocks  = 8192
+	blockTokens   = 16
+)
+
+// env is the daemon (and Redis) shared by every benchmark of the run.
+type env struct {
+	dir     string
+	daemon  *exec.Cmd
+	socket  string
+	redis   *exec.Cmd
+	redisSk string
+	redisOK error // why Redis is unavailable, nil when it runs
+	loaded  map[string]bool
+}
+
+var (
+	setupOnce sync.Once
+	theEnv    *env
+	setupErr  error
+	throughMu sync.Mutex
+	through   = map[string]float64{} // plane → bytes/s of its last (largest) run
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if theEnv != nil {
+		theEnv.close()
+	}
+	os.Exit(code)
+}
+
+func setup(b *testing.B) *env {
+	b.Helper()
+	setupOnce.Do(func() { theEnv, setupErr = newEnv() })
+	if setupErr != nil {
+		b.Fatal(setupErr)
+	}
+	return theEnv
+}
+
+func newEnv() (*env, error) {
+	dir, err := os.MkdirTemp("", "kvtld")
+	if err != nil {
+		return nil, err
+	}
+	e := &env{dir: dir, socket: filepath.Join(dir, "kvtier.sock"), redisSk: filepath.Join(dir, "redis.sock"), loaded: map[string]bool{}}
+	bin := filepath.Join(dir, "kvtier")
+	build := exec.Command("go", "build", "-o", bin, "github.com/kvtier/kvtier/cmd/kvtier")
+	if out, err := build.CombinedOutput(); err != nil {
+		e.close()
+		return nil, fmt.Errorf("building kvtier: %v\n%s", err, out)
+	}
+	e.daemon = exec.Command(bin, "serve", "--socket", e.socket, "--dram-bytes", "512MiB", "--nvme-dir", "",
+		"--metrics-addr", "", "--hbm", "off", "--log-level", "warn")
+	e.daemon.Stderr = os.Stderr
+	if err := e.daemon.Start(); err != nil {
+		e.close()
+		return nil, err
+	}
+	if err := waitFor(e.socket); err != nil {
+		e.close()
+		return nil, fmt.Errorf("kvtier serve: %w", err)
+	}
+	e.redisOK = e.startRedis()
+	return e, nil
+}
+
+func (e *env) startRedis() error {
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		return errors.New("redis-server not found; install it (Debian: apt-get install -y redis-server) to measure the Redis reference")
+	}
+	e.redis = exec.Command(path, "--port", "0", "--unixsocket", e.redisSk, "--unixsocketperm", "700",
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
+	if err := e.redis.Start(); err != nil {
+		e.redis = nil
+		return fmt.Errorf("starting redis-server: %w", err)
+	}
+	if err := waitFor(e.redisSk); err != nil {
+		return fmt.Errorf("redis-server: %w", err)
+	}
+	return nil
+}
+
+func waitFor(sock string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(sock); err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("no socket at %s after 30s", sock)
+}
+
+func (e *env) close() {
+	for _, c := range []*exec.Cmd{e.daemon, e.redis} {
+		if c != nil && c.Process != nil {
+			_ = c.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = c.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				_ = c.Process.Kill()
+			}
+		}
+	}
+	os.RemoveAll(e.dir)
+}
+
+func (e *env) dial(b *testing.B) *client.Client {
+	c, err := client.Dial(client.UnixTarget(e.socket))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
+}
+
+// 1 MiB blocks: fp16, 256 tokens, 8 KV heads, head dim 128.
+var mibLayout = &pb.Layout{Dtype: pb.Dtype_DTYPE_FP16, Tokens: 256, KvHeads: 8, HeadDim: 128}
+
+func getKey(i int) *pb.Key {
+	h := make([]byte, 16)
+	h[0], h[15] = 0xb1, byte(i)
+	return &pb.Key{Namespace: "bench", Hash: h, Layer: 0}
+}
+
+func getValue(i int) []byte {
+	v := make([]byte, getSize)
+	for j := 0; j < len(v); j += 4096 {
+		v[j] = byte(i + j>>12)
+	}
+	return v
+}
+
+// loadGets stores the 1 MiB values in the daemon and in Redis, once.
+func (e *env) loadGets(b *testing.B, ctx context.Context) {
+	if e.loaded["get"] {
+		return
+	}
+	c := e.dial(b)
+	for i := range getBlocks {
+		if err := c.Put(ctx, getKey(i), mibLayout, getValue(i), client.PutOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if e.redisOK == nil {
+		r := redis.NewClient(&redis.Options{Network: "unix", Addr: e.redisSk})
+		defer r.Close()
+		for i := range getBlocks {
+			if err := r.Set(ctx, fmt.Sprint("bench:", i), getValue(i), 0).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	e.loaded["get"] = true
+}
+
+// getter reads value i into dst and returns the bytes read.
+type getter func(ctx context.Context, i int, dst []byte) ([]byte, error)
+
+// runGetters splits b.N reads over n concurrent clients made by mk.
+func runGetters(b *testing.B, plane string, n int, mk func(b *testing.B) getter) {
+	ctx := context.Background()
+	gets := make([]getter, n)
+	bufs := make([][]byte, n)
+	for i := range gets {
+		gets[i] = mk(b)
+		bufs[i] = make([]byte, getSize)
+		// Check once, outside the timing, that the plane returns the right bytes.
+		got, err := gets[i](ctx, i, bufs[i])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !bytes.Equal(got, getValue(i%getBlocks)) {
+			b.Fatalf("%s: value %d differs", plane, i)
+		}
+	}
+	b.SetBytes(getSize)
+	b.ReportAllocs()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	b.ResetTimer()
+	start := time.Now()
+	for c := range n {
+		share := b.N / n
+		if c < b.N%n {
+			share++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range share {
+				got, err := gets[c](ctx, (c*7+j)%getBlocks, bufs[c])
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(got) != getSize {
+					errs <- fmt.Errorf("%s: %d bytes", plane, len(got))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	throughMu.Lock()
+	through[plane] = float64(b.N) * getSize / elapsed.Seconds()
+	throughMu.Unlock()
+}
+
+// BenchmarkGet measures 1 MiB Gets by 4 concurrent clients on each data
+// plane, with Redis and memcpy as references in the same run.
+func BenchmarkGet(b *testing.B) {
+	e := setup(b)
+	ctx := context.Background()
+	e.loadGets(b, ctx)
+	name := func(p string) string { return fmt.Sprintf("size=%d/clients=%d/%s", getSize, getClients, p) }
+	b.Run(name("plane=shm"), func(b *testing.B) {
+		runGetters(b, "shm", getClients, func(b *testing.B) getter {
+			s, err := e.dial(b).Attach(ctx, "bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			return func(ctx context.Context, i int, dst []byte) ([]byte, error) {
+				blk, err := s.Get(ctx, getKey(i), dst, client.GetOptions{})
+				return blk.Data, err
+			}
+		})
+	})
+	b.Run(name("plane=inline"), func(b *testing.B) {
+		runGetters(b, "inline", getClients, func(b *testing.B) getter {
+			c := e.dial(b)
+			return func(ctx context.Context, i int, dst []byte) ([]byte, error) {
+				blk, err := c.Get(ctx, getKey(i), dst, client.GetOptions{})
+				return blk.Data, err
+			}
+		})
+	})
+	b.Run(name("ref=redis"), func(b *testing.B) {
+		if e.redisOK != nil {
+			b.Skip(e.redisOK)
+		}
+		runGetters(b, "redis", getClients, func(b *testing.B) getter {
+			r := redis.NewClient(&redis.Options{Network: "unix", Addr: e.redisSk, PoolSize: 1})
+			b.Cleanup(func() { r.Close() })
+			return func(ctx context.Context, i int, _ []byte) ([]byte, error) {
+				return r.Get(ctx, fmt.Sprint("bench:", i)).Bytes()
+			}
+		})
+	})
+	b.Run(name("ref=memcpy"), func(b *testing.B) {
+		src := make([][]byte, getBlocks)
+		for i := range src {
+			src[i] = getValue(i)
+		}
+		runGetters(b, "memcpy", getClients, func(*testing.B) getter {
+			return func(_ context.Context, i int, dst []byte) ([]byte, error) {
+				return dst[:copy(dst, src[i])], nil
+			}
+		})
+	})
+	throughMu.Lock()
+	defer throughMu.Unlock()
+	gb := func(p string) string { return fmt.Sprintf("%.2f GB/s", through[p]/1e9) }
+	b.Logf("1 MiB Get, %d clients: shm %s, inline %s, redis %s, memcpy %s", getClients, gb("shm"), gb("inline"), gb("redis"), gb("memcpy"))
+	ratio := func(a, c string) string {
+		if through[a] == 0 || through[c] == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2fx", through[a]/through[c])
+	}
+	b.Logf("shm/inline %s (target >= 5), shm/redis %s (target >= 3), inline/redis %s (target >= 1)",
+		ratio("shm", "inline"), ratio("shm", "redis"), ratio("inline", "redis"))
+}
+
+// lookupChain returns the tokens and hashes of the benchmark's chain.
+func lookupChain(b *testing.B) ([]uint32, []byte) {
+	tokens := make([]uint32, lookupBlocks*blockTokens)
+	for i := range tokens {
+		tokens[i] = uint32(i*2654435761) % 128000
+	}
+	hs, err := prefixhash.Chain(prefixhash.Params{Algo: prefixhash.XXH3, Seed: prefixhash.DefaultSeed, BlockTokens: blockTokens}, tokens)
+	if err != nil {
+		b.Fatal(err)
+	}
+	packed := make([]byte, 0, 16*len(hs))
+	for _, h := range hs {
+		packed = h.AppendTo(packed)
+	}
+	return tokens, packed
+}
+
+// BenchmarkLookup measures the longest-cached-prefix query of an
+// 8192-block chain, all cached, by 16 concurrent clients.
+func BenchmarkLookup(b *testing.B) {
+	e := setup(b)
+	ctx := context.Background()
+	tokens, packed := lookupChain(b)
+	if !e.loaded["lookup"] {
+		c := e.dial(b)
+		s, err := c.Attach(ctx, "bench-load")
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Tiny blocks: only the index matters here.
+		l := &pb.Layout{Dtype: pb.Dtype_DTYPE_FP8, Tokens: blockTokens, KvHeads: 1, HeadDim: 8}
+		data := make([]byte, 2*blockTokens*8)
+		var parent []byte
+		for i := range lookupBlocks {
+			h := packed[i*16 : (i+1)*16]
+			if err := s.Put(ctx, &pb.Key{Namespace: "lookup", Hash: h, Layer: -1}, l, data, client.PutOptions{Parent: parent}); err != nil {
+				b.Fatal(err)
+			}
+			parent = h
+		}
+		s.Close()
+		e.loaded["lookup"] = true
+	}
+	params := &pb.HashParams{Algo: pb.HashAlgo_HASH_ALGO_XXH3, BlockTokens: blockTokens}
+	for _, form := range []struct {
+		name string
+		req  *pb.LookupRequest
+	}{
+		{"packed-hashes", &pb.LookupRequest{Namespace: "lookup", Layer: -1, PackedHashes: packed, HashSize: 16}},
+		{"token-ids", &pb.LookupRequest{Namespace: "lookup", Layer: -1, TokenIds: tokens, HashParams: params}},
+	} {
+		// The target is at 16 clients; one client shows the latency without queueing.
+		for _, n := range []int{lookupClients, 1} {
+			b.Run(fmt.Sprintf("blocks=%d/clients=%d/form=%s", lookupBlocks, n, form.name), func(b *testing.B) {
+				runLookups(b, e, n, form.req)
+			})
+		}
+	}
+}
+
+func runLookups(b *testing.B, e *env, lookupClients int, req *pb.LookupRequest) {
+	ctx := context.Background()
+	clients := make([]*client.Client, lookupClients)
+	for i := range clients {
+		clients[i] = e.dial(b)
+		resp, err := clients[i].Lookup(ctx, req) // warm up, and check the answer
+		if err != nil {
+			b.Fatal(err)
+		}
+		if resp.GetCachedBlocks() != lookupBlocks || len(resp.GetTiers()) != lookupBlocks {
+			b.Fatalf("lookup found %d of %d blocks", resp.GetCachedBlocks(), lookupBlocks)
+		}
+	}
+	b.ReportAllocs()
+	lat := make([][]time.Duration, lookupClients)
+	var wg sync.WaitGroup
+	errs := make(chan error, lookupClients)
+	b.ResetTimer()
+	for c := range lookupClients {
+		share := b.N / lookupClients
+		if c < b.N%lookupClients {
+			share++
+		}
+		lat[c] = make([]time.Duration, 0, share)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range share {
+				t0 := time.Now()
+				resp, err := clients[c].Lookup(ctx, req)
+				lat[c] = append(lat[c], time.Since(t0))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if resp.GetCachedBlocks() != lookupBlocks {
+					errs <- fmt.Errorf("lookup found %d blocks", resp.GetCachedBlocks())
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	q := func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		return float64(all[min(len(all)-1, int(math.Ceil(p*float64(len(all))))-1)].Microseconds())
+	}
+	b.ReportMetric(q(0.50), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+}

@@ -1,0 +1,40 @@
+// Package daemon is kvtier's gRPC server: the kvtier.v1.KVTierService over a
+// tiers.Store, on a Unix socket (mode 0600 by default) and/or TCP (TLS, or
+// --insecure with a warning), plus grpc.health.v1, server reflection, and
+// Prometheus metrics on a localhost HTTP address.
+//
+// What it owns:
+//   - Request validation (validate.go): protobuf fields become store types or
+//     a *FieldError naming the field ("header.layout.tokens").
+//   - The one mapping from errors to gRPC codes (errors.go: Code and
+//     Status), applied to every call by the interceptors, which also
+//     authenticate bearer tokens (auth.go), recover panics and time calls.
+//   - The inline data plane (service.go): Put streams into a DRAM
+//     reservation and commits only a complete block; Get streams the pinned
+//     DRAM view in chunks of at most 1 MiB and releases the pin when the
+//     stream ends, however it ends.
+//   - The shared-memory data plane (shm.go): Attach sessions over the Unix
+//     socket, the descriptor socket that hands out the DRAM arena's memfd
+//     (SCM_RIGHTS, after SO_PEERCRED checks), and leases: pins and
+//     reservations that expire after a ttl and die with their session.
+//   - Hints (hints.go): the Hint stream is passed to a Hints implementation
+//     (the prefetcher); without one every hint kind is UNIMPLEMENTED.
+//   - Lifecycle (server.go): Run listens, serves, and on cancellation stops
+//     accepting, ends shared-memory sessions, lets calls in flight finish
+//     (then cancels them after ShutdownTimeout), and closes the store, which
+//     flushes the write-behind queue to NVMe.
+//
+// Caveats:
+//   - Run takes ownership of the store and closes it before returning.
+//   - Pins per client: an inline Get holds one pin while its stream runs, so
+//     a connection holds at most MaxConcurrentStreams of them; a
+//     shared-memory session holds at most MaxLeases leases.
+//   - A shared-memory client writes into the arena directly. A client that
+//     keeps writing after its reservation expired can damage the block that
+//     reuses the slot; that is why shared memory is only for processes of
+//     the daemon's uid (or root) whose token allows every namespace.
+//   - A Put of a block already cached reserves a DRAM slot for the incoming
+//     bytes before the store finds the duplicate at commit.
+//   - Nothing below this package knows gRPC: the store, the tiers and the
+//     prefetcher get store types only.
+package daemon
