@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kvtier/kvtier/cgo/gpu"
+	"github.com/kvtier/kvtier/codec"
 	"github.com/kvtier/kvtier/daemon"
 	"github.com/kvtier/kvtier/tiers"
 	"github.com/kvtier/kvtier/tiers/dram"
@@ -167,6 +168,7 @@ type serveFlags struct {
 	dramBytes  byteSize
 	nvmeDir    string
 	nvmeBytes  byteSize
+	nvmeCodec  codecModes
 	hbm        string
 	hbmBytes   byteSize
 	hbmFrac    float64
@@ -201,6 +203,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.prefault, "dram-prefault", false, "allocate every DRAM page at start")
 	fs.StringVar(&f.nvmeDir, "nvme-dir", defaultNVMeDir, "NVMe tier directory (\"\" for no NVMe tier)")
 	fs.Var(&f.nvmeBytes, "nvme-bytes", "NVMe tier capacity")
+	fs.Var(&f.nvmeCodec, "nvme-codec", "codec of NVMe copies: a mode (raw, lossless, int8, int4, int3, int2) for every namespace, then optional ns=mode overrides, comma-separated (default lossless)")
 	fs.StringVar(&f.hbm, "hbm", "auto", "GPU tier: auto (when a GPU is found), off")
 	fs.Var(&f.hbmBytes, "hbm-bytes", "HBM tier capacity (0: --hbm-fraction of the GPU's free memory)")
 	fs.Float64Var(&f.hbmFrac, "hbm-fraction", 0.25, "share of the GPU's free memory the HBM tier takes when --hbm-bytes is 0")
@@ -285,7 +288,7 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	cfg := tiers.Config{DRAM: arena, Logger: log}
 	closeAll := func() { _ = arena.Close() }
 	if f.nvmeDir != "" {
-		nv, err := nvme.Open(f.nvmeDir, int64(f.nvmeBytes), nvme.WithLogger(log, slog.LevelWarn))
+		nv, err := nvme.Open(f.nvmeDir, int64(f.nvmeBytes), nvme.WithLogger(log, slog.LevelWarn), nvme.WithCodecMode(f.nvmeCodec.modeOf))
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("NVMe tier: %w", err)
@@ -374,4 +377,65 @@ func openHBM(arena *dram.Arena, capacity int64, fraction float64, log *slog.Logg
 	}
 	log.Info("kvtier serve: HBM tier", "device", dev.Info().Name, "bytes", capacity)
 	return h, nil
+}
+
+// codecModes is the --nvme-codec setting: a default mode and per-namespace
+// overrides, e.g. "lossless,llama-70b=int4".
+type codecModes struct {
+	def   codec.Mode
+	set   bool
+	perNS map[string]codec.Mode
+}
+
+func (c *codecModes) String() string {
+	if c == nil || !c.set {
+		return codec.Lossless.String()
+	}
+	parts := []string{c.def.String()}
+	for ns, m := range c.perNS {
+		parts = append(parts, ns+"="+m.String())
+	}
+	sort.Strings(parts[1:])
+	return strings.Join(parts, ",")
+}
+
+func (c *codecModes) Set(v string) error {
+	c.def, c.set, c.perNS = codec.Lossless, true, nil
+	for i, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		ns, name, override := strings.Cut(part, "=")
+		if !override {
+			name = ns
+		}
+		m, err := codec.ParseMode(name)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !override && i == 0:
+			c.def = m
+		case !override:
+			return fmt.Errorf("%q: only the first item may be a bare mode; write ns=mode", part)
+		default:
+			if err := tiers.ValidateNamespace(ns); err != nil {
+				return err
+			}
+			if c.perNS == nil {
+				c.perNS = map[string]codec.Mode{}
+			}
+			c.perNS[ns] = m
+		}
+	}
+	return nil
+}
+
+// modeOf is the NVMe tier's per-namespace codec choice.
+func (c *codecModes) modeOf(ns string) codec.Mode {
+	if m, ok := c.perNS[ns]; ok {
+		return m
+	}
+	if !c.set {
+		return codec.Lossless
+	}
+	return c.def
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"github.com/kvtier/kvtier/codec"
 	"strings"
 	"testing"
 )
@@ -94,5 +95,41 @@ func TestServeUsage(t *testing.T) {
 func TestDefaultDRAMBytes(t *testing.T) {
 	if n := defaultDRAMBytes(); n <= 0 || n > defaultDRAMCap {
 		t.Errorf("defaultDRAMBytes = %d, want in (0, 4GiB]", n)
+	}
+}
+
+func TestNVMeCodecFlag(t *testing.T) {
+	cases := []struct {
+		name, in string
+		wantErr  bool
+		modes    map[string]codec.Mode // namespace → mode
+	}{
+		{"unset default", "", false, map[string]codec.Mode{"any": codec.Lossless}},
+		{"one mode", "raw", false, map[string]codec.Mode{"any": codec.Raw}},
+		{"overrides", "lossless,llama/70b=int4, tiny=int8", false,
+			map[string]codec.Mode{"any": codec.Lossless, "llama/70b": codec.Int4, "tiny": codec.Int8}},
+		{"only overrides", "m=int3", false, map[string]codec.Mode{"m": codec.Int3, "other": codec.Lossless}},
+		{"unknown mode", "zstd", true, nil},
+		{"bad namespace", "lossless,a b=int4", true, nil},
+		{"bare mode after first", "lossless,int4", true, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var c codecModes
+			if tc.in != "" {
+				err := c.Set(tc.in)
+				if (err != nil) != tc.wantErr {
+					t.Fatalf("Set(%q) = %v, want error %v", tc.in, err, tc.wantErr)
+				}
+				if err != nil {
+					return
+				}
+			}
+			for ns, want := range tc.modes {
+				if got := c.modeOf(ns); got != want {
+					t.Errorf("modeOf(%q) = %v, want %v", ns, got, want)
+				}
+			}
+		})
 	}
 }
