@@ -124,7 +124,8 @@ func TestQuantizedRoundTrip(t *testing.T) {
 	// Loose bounds on Gaussian data with an outlier channel; the targets on
 	// real KV are in TestFixtureTargets.
 	bound := map[codec.Mode]float64{codec.Int8: 0.01, codec.Int4: 0.12, codec.Int3: 0.25, codec.Int2: 0.7}
-	specs := []string{"int8", "int4", "int3", "int2", "int4+ec", "int3+ec", "int2+ec", "int4+clip+lz4", "int4+uniform", "int8+ec"}
+	specs := []string{"int8", "int4", "int3", "int2", "int4+ec", "int3+ec", "int2+ec", "int4+clip+lz4", "int4+uniform", "int8+ec",
+		"int3+out", "int2+clip+out=0.05", "int4+out+lz4", "int2+ec+out"}
 	for _, l := range layouts() {
 		raw := randomBlock(l, 3)
 		for _, spec := range specs {
@@ -269,7 +270,7 @@ func TestKeyBitAllocation(t *testing.T) {
 
 func TestParallelMatchesSerial(t *testing.T) {
 	l, raw, _ := fixtureBlock(t, "kv-p02")
-	for _, spec := range []string{"int4", "int3+ec", "lossless"} {
+	for _, spec := range []string{"int4", "int3+ec", "lossless", "int3+out+lz4"} {
 		opts, _ := codec.ParseSpec(spec)
 		serial, err := codec.Encode(nil, l, raw, opts)
 		if err != nil {
@@ -299,7 +300,7 @@ func TestNoAllocs(t *testing.T) {
 		t.Skip("the race detector drops pooled buffers on purpose")
 	}
 	l, raw, _ := fixtureBlock(t, "kv-p00")
-	for _, spec := range []string{"int4", "int8", "lossless", "int3+ec"} {
+	for _, spec := range []string{"int4", "int8", "lossless", "int3+ec", "int2+out", "int3+lz4"} {
 		opts, _ := codec.ParseSpec(spec)
 		frame, err := codec.Encode(nil, l, raw, opts)
 		if err != nil {
@@ -347,6 +348,8 @@ func TestBadOptions(t *testing.T) {
 		"negative group": {Mode: codec.Int4, KeyGroup: -1},
 		"huge group":     {Mode: codec.Int4, ValueGroup: 1 << 20},
 		"negative layer": {Mode: codec.Int4, Layer: -1},
+		"outliers > max": {Mode: codec.Int3, Outliers: 0.2},
+		"outliers NaN":   {Mode: codec.Int3, Outliers: math.NaN()},
 	} {
 		if _, err := codec.Encode(nil, l, raw, o); !errors.Is(err, codec.ErrMode) {
 			t.Errorf("%s: err %v, want ErrMode", name, err)
@@ -355,7 +358,7 @@ func TestBadOptions(t *testing.T) {
 	if _, err := codec.Encode(nil, l, raw[1:], codec.Options{Mode: codec.Int4}); !errors.Is(err, codec.ErrSize) {
 		t.Errorf("short block: err %v, want ErrSize", err)
 	}
-	for _, s := range []string{"int5", "lossless+ec", "int4+zstd"} {
+	for _, s := range []string{"int5", "lossless+ec", "int4+zstd", "int3+out=0.5", "int3+out=x", "lossless+out"} {
 		if _, err := codec.ParseSpec(s); err == nil {
 			t.Errorf("ParseSpec(%q) succeeded", s)
 		}
@@ -378,5 +381,49 @@ func TestBoostLayers(t *testing.T) {
 	b, _ := encodeDecode(t, one, blk, codec.Options{Mode: codec.Int3})
 	if len(a) != len(b) {
 		t.Fatalf("layer 5 boosted with BoostLayers 2: %d vs %d bytes", len(a), len(b))
+	}
+}
+
+func TestParseSpecRoundTrip(t *testing.T) {
+	for _, s := range []string{"raw", "lossless", "int8", "int4+ec", "int3+clip+out", "int2+lz4+uniform+out=0.03"} {
+		o, err := codec.ParseSpec(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.Spec() != s {
+			t.Errorf("ParseSpec(%q).Spec() = %q", s, o.Spec())
+		}
+	}
+	if o, _ := codec.ParseSpec("int3+out"); o.Outliers != codec.DefaultOutliers {
+		t.Errorf("+out sets %v, want %v", o.Outliers, codec.DefaultOutliers)
+	}
+}
+
+// TestOutliersPay checks the measurement behind Options.Outliers on the
+// fixtures: taking 1% of the values out of their groups costs fewer bytes
+// and loses less attention accuracy than halving the key groups, the
+// obvious other way to spend those bytes, and beats the plain mode's error.
+func TestOutliersPay(t *testing.T) {
+	names := []string{"kv-p00", "kv-p05"}
+	if raceEnabled {
+		names = names[:1] // the race detector slows the Go loops ~10×
+	}
+	for _, name := range names {
+		l, raw, f := fixtureBlock(t, name)
+		run := func(o codec.Options) (float64, float64) {
+			frame, dec := encodeDecode(t, l, raw, o)
+			st, _, _ := fixtureAttention(t, l, raw, dec, f)
+			return float64(len(raw)) / float64(len(frame)), st.RelErr()
+		}
+		for _, m := range []codec.Mode{codec.Int3, codec.Int2} {
+			rp, ep := run(codec.Options{Mode: m})
+			ro, eo := run(codec.Options{Mode: m, Outliers: codec.DefaultOutliers})
+			rg, eg := run(codec.Options{Mode: m, KeyGroup: codec.DefaultKeyGroup / 2})
+			t.Logf("%s %v: plain %.3f× %.2f%%, outliers %.3f× %.2f%%, key groups of %d %.3f× %.2f%%",
+				name, m, rp, 100*ep, ro, 100*eo, codec.DefaultKeyGroup/2, rg, 100*eg)
+			if eo >= ep || ro < rg || eo >= eg {
+				t.Errorf("%s %v: outliers do not pay", name, m)
+			}
+		}
 	}
 }

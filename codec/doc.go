@@ -1,8 +1,10 @@
 // Package codec owns the bytes of a block: its Layout (dtype, layers, kv
 // heads, head dim, tokens, K/V order), the frame format blocks are stored in
 // (a versioned header with the layout and a CRC-32C checksum over header and
-// payload), and the codecs that fill a frame's payload: raw, lossless
-// (byte/bit-plane shuffle + lz4) and quantized (int8, int4, int3, int2). It
+// payload), and the codecs that fill a frame's payload: raw, lossless (the
+// top byte of every element Huffman-coded, the rest stored; or byte-plane
+// shuffle + lz4 where that is smaller) and quantized (int8, int4, int3,
+// int2). It
 // also measures what quantization costs (relative error, per-vector cosine,
 // attention-output error and KL given queries).
 //
@@ -17,8 +19,19 @@
 // token over groups of channels (KIVI), asymmetric min/max with the group
 // bounds coded on a 255-step grid of the unit's range, and key bits moved to
 // the channels where keys, and so queries, are large. Options.Entropy swaps
-// the group codes for a uniform quantizer and a rANS coder (smaller, slower).
-// quant.go documents the payload; frame.go the frame.
+// the group codes for a uniform quantizer and a rANS coder (smaller, slower);
+// Options.Outliers stores a few extreme values apart so that their groups'
+// ranges shrink (quant_out.go). quant.go documents the payload; frame.go the
+// frame; lossless.go the lossless payload.
+//
+// Speed: on amd64 CPUs with AVX2 and F16C, fp16 blocks whose head_dim (and
+// value group) are multiples of 8 run vector kernels (simd_amd64.s) for the
+// conversions, statistics, quantization and dequantization, and fp16
+// lossless decode runs its Huffman loop in assembly; elsewhere, and with the
+// purego build tag, the same loops run in Go. Both produce the same bytes
+// (tested). With the kernels the fixed-rate modes encode and decode at
+// > 1 GB/s per core and lossless decodes at > 2 GB/s (encode ≈ 0.9); the Go
+// loops reach 0.4–0.9 GB/s. Entropy, Clip and Outliers cost encode time.
 //
 // Buffers: Encode appends to dst and Decode appends to dst; size them with
 // MaxFrameLen and Layout.Size and neither allocates (temporary buffers come

@@ -9,7 +9,7 @@ import (
 func addSeeds(f *testing.F) {
 	l := codec.Layout{DType: codec.FP16, Order: codec.KVInterleaved, Layers: 2, KVHeads: 1, HeadDim: 16, Tokens: 33}
 	raw := randomBlock(l, 11)
-	for _, s := range []string{"raw", "lossless", "int8", "int4", "int3", "int2", "int2+ec", "int4+lz4+clip"} {
+	for _, s := range []string{"raw", "lossless", "int8", "int4", "int3", "int2", "int2+ec", "int4+lz4+clip", "int3+out=0.06"} {
 		o, _ := codec.ParseSpec(s)
 		fr, err := codec.Encode(nil, l, raw, o)
 		if err != nil {
@@ -18,9 +18,18 @@ func addSeeds(f *testing.F) {
 		f.Add(fr)
 	}
 	lf, rawf, _ := fixtureBlock(f, "kv-p00")
-	for _, s := range []string{"lossless", "int4"} {
+	for _, s := range []string{"lossless", "int4", "int3+out"} {
 		o, _ := codec.ParseSpec(s)
 		fr, err := codec.Encode(nil, lf, rawf, o)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(fr)
+	}
+	// Lossless frames of the other dtypes (the top byte is 1 of 1, 2 or 4).
+	for _, dt := range []codec.DType{codec.BF16, codec.FP32, codec.FP8} {
+		ld := codec.Layout{DType: dt, Layers: 1, KVHeads: 1, HeadDim: 16, Tokens: 9}
+		fr, err := codec.Encode(nil, ld, randomBlock(ld, 12), codec.Options{Mode: codec.Lossless})
 		if err != nil {
 			f.Fatal(err)
 		}

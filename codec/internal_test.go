@@ -193,7 +193,7 @@ func seedFrames(f *testing.F) {
 	for i := range raw {
 		raw[i] = byte(i * 37 % 61)
 	}
-	for _, s := range []string{"raw", "lossless", "int8", "int4", "int3", "int2", "int4+ec", "int3+ec", "int4+lz4"} {
+	for _, s := range []string{"raw", "lossless", "int8", "int4", "int3", "int2", "int4+ec", "int3+ec", "int4+lz4", "int3+out=0.05", "int2+lz4+out=0.06"} {
 		o, _ := ParseSpec(s)
 		fr, err := Encode(nil, l, raw, o)
 		if err != nil {
@@ -204,7 +204,7 @@ func seedFrames(f *testing.F) {
 	// A real KV block, one layer of 32 tokens from a fixture.
 	if data, err := readFixtureSlice(); err == nil {
 		lf := Layout{DType: FP16, Layers: 1, KVHeads: 1, HeadDim: 32, Tokens: 32}
-		for _, s := range []string{"lossless", "int4", "int3+ec"} {
+		for _, s := range []string{"lossless", "int4", "int3+ec", "int2+out=0.05"} {
 			o, _ := ParseSpec(s)
 			if fr, err := Encode(nil, lf, data, o); err == nil {
 				f.Add(fr)
@@ -247,4 +247,298 @@ func readFixtureSlice() ([]byte, error) {
 	// k_post_rope layer 0 head 0 tokens 0..31, then v (offsets from the sidecar).
 	const kOff, vOff, n = 368640, 737280, 32 * 32 * 2
 	return append(append([]byte{}, data[kOff:kOff+n]...), data[vOff:vOff+n]...), nil
+}
+
+// TestSIMDMatchesGo checks that the vector kernels produce the same frames
+// and the same decoded bytes as the Go loops, bit for bit.
+func TestSIMDMatchesGo(t *testing.T) {
+	if !hasSIMD {
+		t.Skip("no AVX2/F16C on this CPU (or built with purego)")
+	}
+	defer func() { simdOn = hasSIMD }()
+	rng := rand.New(rand.NewPCG(5, 6))
+	type tcase struct {
+		l    Layout
+		opts Options
+	}
+	var cases []tcase
+	for _, sh := range [][3]int{{8, 8, 1}, {32, 40, 2}, {64, 33, 1}, {40, 100, 1}, {128, 17, 2}, {16, 3, 1}} {
+		for _, o := range []Order{KVSeparate, KVInterleaved} {
+			l := Layout{DType: FP16, Order: o, Layers: uint16(sh[2]), KVHeads: 2, HeadDim: uint16(sh[0]), Tokens: uint32(sh[1])}
+			for _, spec := range []string{"int8", "int4", "int3", "int2", "int4+clip", "int2+uniform", "int3+clip+uniform", "int3+out", "int2+clip+out=0.05"} {
+				opts, err := ParseSpec(spec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cases = append(cases, tcase{l, opts})
+				opts.KeyGroup, opts.ValueGroup, opts.BoostLayers = 8, 24, 1 // uneven value groups
+				cases = append(cases, tcase{l, opts})
+			}
+		}
+	}
+	for _, c := range cases {
+		raw := make([]byte, c.l.Size())
+		for i := 0; i < len(raw)/2; i++ {
+			x := rng.NormFloat64() * float64(1+i%7)
+			if i%53 == 0 {
+				x *= 1e-6 // subnormal fp16
+			}
+			binary.LittleEndian.PutUint16(raw[2*i:], Float32ToHalf(float32(x)))
+		}
+		binary.LittleEndian.PutUint16(raw[2*(len(raw)/4):], 0x7c00) // +Inf
+		binary.LittleEndian.PutUint16(raw[2:], 0x7e00)              // NaN
+		var frames [2][]byte
+		for k, on := range []bool{false, true} {
+			simdOn = on
+			fr, err := Encode(nil, c.l, raw, c.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			frames[k] = fr
+		}
+		if !bytes.Equal(frames[0], frames[1]) {
+			t.Fatalf("%v %s kg=%d vg=%d: SIMD frame differs from Go", c.l, c.opts.Spec(), c.opts.KeyGroup, c.opts.ValueGroup)
+		}
+		var outs [2][]byte
+		for k, on := range []bool{false, true} {
+			simdOn = on
+			_, out, err := Decode(nil, frames[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			outs[k] = out
+		}
+		if !bytes.Equal(outs[0], outs[1]) {
+			t.Fatalf("%v %s: SIMD decode differs from Go", c.l, c.opts.Spec())
+		}
+	}
+}
+
+func TestTransposeKeyCodes(t *testing.T) {
+	for _, D := range []int{8, 24} {
+		for _, n := range []int{1, 8, 13, 32} {
+			n8 := (n + 7) &^ 7
+			bits := make([]uint8, D)
+			codes := make([]byte, n8*D)
+			for c := range bits {
+				bits[c] = uint8(1 + c%8)
+				for i := 0; i < n; i++ {
+					codes[i*D+c] = uint8(i*7+c*3) & (1<<bits[c] - 1)
+				}
+			}
+			size := 0
+			for _, b := range bits {
+				size += packedLen(n, int(b))
+			}
+			buf := make([]byte, size+8)
+			packKeyCodes(buf, 0, codes, D, n, bits, make([]uint64, n8))
+			// The same bytes as packing each column with packBits.
+			var want []byte
+			col := make([]uint8, n)
+			for c := range bits {
+				for i := range col {
+					col[i] = codes[i*D+c]
+				}
+				want = packBits(want, col, int(bits[c]))
+			}
+			if !bytes.Equal(buf[:size], want) {
+				t.Fatalf("D=%d n=%d: packKeyCodes differs from packBits", D, n)
+			}
+			back := make([]byte, n8*D)
+			unpackKeyCodes(back, buf[:size], D, n, bits, make([]uint64, n8))
+			if !bytes.Equal(back[:n*D], codes[:n*D]) {
+				t.Fatalf("D=%d n=%d: unpackKeyCodes does not invert packKeyCodes", D, n)
+			}
+		}
+	}
+}
+
+func TestHuffman(t *testing.T) {
+	defer func() { simdOn = hasSIMD }()
+	for _, on := range []bool{false, hasSIMD} {
+		simdOn = on
+		testHuffman(t)
+	}
+}
+
+func testHuffman(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	gens := map[string]func(i int) uint8{
+		"one symbol":  func(int) uint8 { return 77 },
+		"two symbols": func(i int) uint8 { return uint8(3 + 5*(i%3/2)) },
+		"uniform":     func(int) uint8 { return uint8(rng.Uint32()) },
+		"skewed":      func(int) uint8 { return uint8(128 + int(rng.NormFloat64()*6)) },
+		// Geometric: the plain Huffman code would be deeper than hufMaxLen.
+		"geometric": func(int) uint8 {
+			k := uint8(0)
+			for k < 40 && rng.Uint32()&1 == 0 {
+				k++
+			}
+			return k
+		},
+	}
+	for name, gen := range gens {
+		for _, n := range []int{1, 2, 3, 5, 16, 17, 63, 64, 1000, 70001} {
+			for _, es := range []int{1, 2, 4} {
+				src := make([]byte, n*es)
+				var counts [256]uint32
+				for i := 0; i < n; i++ {
+					src[i*es+es-1] = gen(i)
+					src[i*es] = byte(i) // the low byte (es > 1)
+					counts[src[i*es+es-1]]++
+				}
+				var h hufCoder
+				h.build(&counts)
+				for s, l := range h.len {
+					if l > hufMaxLen || (l == 0) != (counts[s] == 0) {
+						t.Fatalf("%s: symbol %d count %d has length %d", name, s, counts[s], l)
+					}
+				}
+				enc := h.appendTable(nil)
+				tl := len(enc)
+				enc = h.encode(enc, make([]byte, hufStreamsMax(n)), src, es, es-1, n)
+				var d hufCoder
+				k, err := d.readTable(enc)
+				if err != nil || k != tl {
+					t.Fatalf("%s n=%d: readTable: %d, %v", name, n, k, err)
+				}
+				got := make([]byte, n*es)
+				var lo []byte
+				if es == 2 {
+					lo = make([]byte, n)
+					for i := range lo {
+						lo[i] = src[2*i]
+					}
+				} else {
+					for i := 0; i < n; i++ {
+						copy(got[i*es:i*es+es-1], src[i*es:])
+					}
+				}
+				if err := d.decode(got, es, es-1, n, lo, enc[k:]); err != nil {
+					t.Fatalf("%s n=%d es=%d: %v", name, n, es, err)
+				}
+				if !bytes.Equal(got, src) {
+					t.Fatalf("%s n=%d es=%d: round trip differs", name, n, es)
+				}
+				// Damage: an error or other bytes, never a panic.
+				if len(enc) > k+12 {
+					bad := bytes.Clone(enc)
+					bad[k+12+(len(bad)-k-12)/2] ^= 0x5a
+					_ = d.decode(got, es, es-1, n, lo, bad[k:])
+					_ = d.decode(got, es, es-1, n, lo, bad[k:len(bad)-1])
+				}
+			}
+		}
+	}
+	// Lengths that are not a complete prefix code are rejected.
+	var h hufCoder
+	for _, tab := range [][]byte{{0, 1, 0x21}, {0, 2, 0x21, 0x03}, {0, 0, 0x02}, {0, 1, 0xcc}, {200, 100, 1}} {
+		if _, err := h.readTable(tab); !IsCorrupt(err) {
+			t.Errorf("table %x: err %v, want ErrCorrupt", tab, err)
+		}
+	}
+}
+
+func TestOutlierSection(t *testing.T) {
+	cands := []outCand{{grp: 0, pos: 3}, {grp: 1, pos: 0}, {grp: 9, pos: 31}, {grp: 300, pos: 7}, {grp: 301, pos: 1}}
+	sec := appendOutliers(nil, cands, posBits(32), func(i int) uint8 { return uint8(i * 50) })
+	size := func(int) int { return 32 }
+	got, k, err := parseOutliers(sec, 302, posBits(32), size, nil)
+	if err != nil || k != len(sec) || len(got) != len(cands) {
+		t.Fatalf("parse: %d entries, %d of %d bytes, %v", len(got), k, len(sec), err)
+	}
+	for i, e := range got {
+		if e.grp != cands[i].grp || e.pos != cands[i].pos || e.code != uint8(i*50) {
+			t.Fatalf("entry %d = %+v, want %+v", i, e, cands[i])
+		}
+	}
+	// Too few groups, a short group, or a cut section: ErrCorrupt, never a panic.
+	for name, c := range map[string]struct {
+		b      []byte
+		groups int
+		size   int
+	}{
+		"groups":    {sec, 301, 32},
+		"positions": {sec, 302, 8},
+		"count":     {[]byte{0xff, 0xff, 0xff, 0x7f}, 302, 32},
+		"rice":      {[]byte{1, 25, 0}, 302, 32},
+		"unary":     {[]byte{1, 0, 0xff, 0xff, 0xff, 0xff, 0xff}, 302, 32},
+	} {
+		if _, _, err := parseOutliers(c.b, c.groups, posBits(32), func(int) int { return c.size }, nil); !IsCorrupt(err) {
+			t.Errorf("%s: err %v, want ErrCorrupt", name, err)
+		}
+	}
+	for n := 0; n < len(sec); n++ {
+		if _, _, err := parseOutliers(sec[:n], 302, posBits(32), size, nil); !IsCorrupt(err) {
+			t.Errorf("cut to %d bytes: err %v", n, err)
+		}
+	}
+}
+
+func TestUnknownQuantFlags(t *testing.T) {
+	l := Layout{DType: FP16, Layers: 1, KVHeads: 1, HeadDim: 8, Tokens: 16}
+	frame, err := Encode(nil, l, make([]byte, l.Size()), Options{Mode: Int4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame[20+6] |= 1 << 6 // a flag this version does not know
+	if _, _, err := Decode(nil, withChecksum(frame)); !IsCorrupt(err) {
+		t.Fatalf("unknown flag: err %v, want ErrCorrupt", err)
+	}
+}
+
+// allocBitsGreedy is allocBits as a plain greedy scan (the reference).
+func allocBitsGreedy(bits []uint8, w []float64, b int) {
+	D := len(bits)
+	lo := max(1, b-3)
+	for c := range bits {
+		bits[c] = uint8(lo)
+	}
+	for budget := (b - lo) * D; budget > 0; budget-- {
+		best, bi := -1.0, -1
+		for c := 0; c < D; c++ {
+			if bits[c] >= 8 {
+				continue
+			}
+			if gain := math.Ldexp(w[c], -2*int(bits[c])); gain > best {
+				best, bi = gain, c
+			}
+		}
+		if bi < 0 {
+			return
+		}
+		bits[bi]++
+	}
+}
+
+func TestAllocBitsMatchesGreedy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for it := 0; it < 3000; it++ {
+		D := []int{1, 2, 7, 32, 128}[it%5]
+		b := 2 + it%7
+		w := make([]float64, D)
+		for c := range w {
+			switch rng.IntN(6) {
+			case 0:
+				w[c] = 0
+			case 1:
+				w[c] = float64(rng.IntN(3)) // ties
+			case 2:
+				w[c] = math.Ldexp(1, rng.IntN(40)-20) // ties across bit steps
+			case 3:
+				w[c] = 1e-310 // subnormal
+			default:
+				w[c] = rng.ExpFloat64() * 1e3
+			}
+		}
+		if it%97 == 0 {
+			w[0] = math.Inf(1)
+		}
+		want, got := make([]uint8, D), make([]uint8, D)
+		allocBitsGreedy(want, append([]float64(nil), w...), b)
+		allocBits(got, append([]float64(nil), w...), b, make([]int32, D))
+		if !bytes.Equal(got, want) {
+			t.Fatalf("D=%d b=%d w=%v: heap %v, greedy %v", D, b, w, got, want)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package codec
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"github.com/pierrec/lz4/v4"
 )
@@ -12,55 +13,102 @@ import (
 //	lossStored:  the raw bytes
 //	lossBytes:   lz4 block of the byte-plane shuffle (byte k of every element together)
 //	lossBits:    lz4 block of the bit-plane shuffle (bit p of every 8 elements together)
+//	lossTop:     the top byte of every element entropy-coded, the other bytes stored:
+//	             Huffman table and streams (huff.go) of the n top bytes, u32 length
+//	             before them; then planes 0 … es−2 (byte k of every element), n bytes each
 //
-// The encoder keeps the smallest; stored is the fallback, so a payload is never
-// more than one byte longer than the block.
+// In fp16 and bf16 the top byte holds the sign, the exponent and one or two
+// mantissa bits and is skewed (≈ 5.6 bits of entropy on real KV), while the
+// low byte is close to uniform: coding only the top byte keeps decode fast.
+// The encoder writes lossTop, or lossBytes where the data has structure
+// that lz4 finds (low bytes far from uniform, e.g. zero padding) and it is
+// smaller; stored is the fallback, so a payload is never more than one byte
+// longer than the block. lossBits is no longer written (its decode is slow)
+// but still read.
 const (
 	lossStored = 0
 	lossBytes  = 1
 	lossBits   = 2
+	lossTop    = 3
 )
 
 func losslessMaxPayload(size int) int { return 1 + size }
 
 func encodeLossless(dst []byte, l Layout, raw []byte, sc *scratch) ([]byte, error) {
 	es := l.DType.Size()
-	n := len(raw)
-	sh := sc.bytes(&sc.shuf, n)
-	bound := lz4.CompressBlockBound(n)
-	cbuf := sc.bytes(&sc.lz, bound)
-	bestMethod, bestLen := lossStored, n
-	var best []byte
-	try := func(method int) error {
-		if method == lossBytes {
-			byteShuffle(sh, raw, es)
+	n := len(raw) / es
+	start := len(dst)
+	// Histograms of the top byte and of byte 0 (the most uniform one).
+	top, low := &sc.counts, &sc.counts2
+	*top, *low = [256]uint32{}, [256]uint32{}
+	for i := es - 1; i < len(raw); i += es {
+		top[raw[i]]++
+		low[raw[i-es+1]]++
+	}
+	htop, hlow := entropyBits(top, n), entropyBits(low, n)
+	best := 1 + len(raw) // stored
+	if n > 0 {
+		hc := &sc.huf
+		hc.build(top)
+		dst = append(dst, lossTop)
+		dst = hc.appendTable(dst)
+		sl := len(dst)
+		dst = grow(dst, 4)
+		buf := sc.bytes(&sc.buf, hufStreamsMax(n))
+		dst = hc.encode(dst, buf, raw, es, es-1, n)
+		binary.LittleEndian.PutUint32(dst[sl:], uint32(len(dst)-sl-4))
+		if size := len(dst) - start + (es-1)*n; size < best {
+			p := len(dst)
+			dst = grow(dst, (es-1)*n)
+			if es == 2 {
+				evenBytes(dst[p:p+n], raw)
+			} else {
+				for k := 0; k < es-1; k++ {
+					pl := dst[p+k*n : p+(k+1)*n]
+					for i := range pl {
+						pl[i] = raw[i*es+k]
+					}
+				}
+			}
+			best = len(dst) - start
 		} else {
-			bitShuffle(sh, raw, es)
+			dst = dst[:start]
 		}
+	}
+	// lz4 on the byte planes where the bytes are far from uniform.
+	if hlow < 7 || htop < 1 {
+		sh := sc.bytes(&sc.shuf, len(raw))
+		byteShuffle(sh, raw, es)
+		cbuf := sc.bytes(&sc.lz, lz4.CompressBlockBound(len(raw)))
 		k, err := sc.lz4c.CompressBlock(sh, cbuf)
 		if err != nil {
-			return fmt.Errorf("codec: lz4: %w", err)
+			return dst[:start], fmt.Errorf("codec: lz4: %w", err)
 		}
-		if k > 0 && k < bestLen {
-			bestMethod, bestLen = method, k
-			best = append(best[:0], cbuf[:k]...)
-		}
-		return nil
-	}
-	best = sc.bytes(&sc.best, n)[:0]
-	if es > 1 {
-		if err := try(lossBytes); err != nil {
-			return dst, err
+		if k > 0 && 1+k < best {
+			dst = append(append(dst[:start], lossBytes), cbuf[:k]...)
+			best = 1 + k
 		}
 	}
-	if err := try(lossBits); err != nil {
-		return dst, err
+	if best == 1+len(raw) {
+		dst = append(append(dst[:start], lossStored), raw...)
 	}
-	dst = append(dst, byte(bestMethod))
-	if bestMethod == lossStored {
-		return append(dst, raw...), nil
+	return dst, nil
+}
+
+// entropyBits is the order-0 entropy, in bits per symbol, of n samples with
+// histogram c.
+func entropyBits(c *[256]uint32, n int) float64 {
+	if n == 0 {
+		return 0
 	}
-	return append(dst, best...), nil
+	var h float64
+	for _, k := range c {
+		if k != 0 {
+			p := float64(k) / float64(n)
+			h -= p * math.Log2(p)
+		}
+	}
+	return h
 }
 
 func decodeLossless(dst []byte, h Header, payload []byte, sc *scratch) ([]byte, error) {
@@ -76,6 +124,8 @@ func decodeLossless(dst []byte, h Header, payload []byte, sc *scratch) ([]byte, 
 			return dst, fmt.Errorf("%w: stored payload is %d bytes, want %d", ErrCorrupt, len(body), n)
 		}
 		return append(dst, body...), nil
+	case lossTop:
+		return decodeTop(dst, n, es, body, sc)
 	case lossBytes, lossBits:
 	default:
 		return dst, fmt.Errorf("%w: lossless method %d", ErrCorrupt, method)
@@ -98,6 +148,64 @@ func decodeLossless(dst []byte, h Header, payload []byte, sc *scratch) ([]byte, 
 		bitUnshuffle(out, sh, es)
 	}
 	return dst, nil
+}
+
+// decodeTop decodes a lossTop body into n bytes appended to dst.
+func decodeTop(dst []byte, n, es int, body []byte, sc *scratch) ([]byte, error) {
+	hc := &sc.huf
+	k, err := hc.readTable(body)
+	if err != nil {
+		return dst, err
+	}
+	body = body[k:]
+	if len(body) < 4 {
+		return dst, fmt.Errorf("%w: short lossless stream header", ErrCorrupt)
+	}
+	sl := int(binary.LittleEndian.Uint32(body))
+	ne := n / es
+	if sl > len(body)-4 || len(body)-4-sl != (es-1)*ne {
+		return dst, fmt.Errorf("%w: lossless streams of %d bytes in a %d-byte body", ErrCorrupt, sl, len(body))
+	}
+	streams, planes := body[4:4+sl], body[4+sl:]
+	start := len(dst)
+	dst = grow(dst, n)
+	out := dst[start:]
+	switch es {
+	case 1:
+		err = hc.decode(out, 1, 0, ne, nil, streams)
+	case 2:
+		err = hc.decode(out, 2, 1, ne, planes, streams)
+	default:
+		for k := 0; k < es-1; k++ {
+			for i, b := range planes[k*ne : (k+1)*ne] {
+				out[i*es+k] = b
+			}
+		}
+		err = hc.decode(out, es, es-1, ne, nil, streams)
+	}
+	if err != nil {
+		return dst[:start], err
+	}
+	return dst, nil
+}
+
+// evenBytes sets lo[i] = raw[2i].
+func evenBytes(lo, raw []byte) {
+	n := len(lo)
+	raw = raw[:2*n]
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		a := binary.LittleEndian.Uint64(raw[2*i:]) & 0x00ff00ff00ff00ff
+		b := binary.LittleEndian.Uint64(raw[2*i+8:]) & 0x00ff00ff00ff00ff
+		a = (a | a>>8) & 0x0000ffff0000ffff
+		b = (b | b>>8) & 0x0000ffff0000ffff
+		a = (a | a>>16) & 0xffffffff
+		b = (b | b>>16) & 0xffffffff
+		binary.LittleEndian.PutUint64(lo[i:], a|b<<32)
+	}
+	for ; i < n; i++ {
+		lo[i] = raw[2*i]
+	}
 }
 
 // byteShuffle writes byte k of element i to dst[k*n/es + i].
@@ -195,5 +303,3 @@ func bitUnshuffle(dst, src []byte, es int) {
 	}
 	copy(dst[nb*8*es:], src[nb*8*es:])
 }
-
-var _ = binary.LittleEndian

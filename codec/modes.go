@@ -1,7 +1,6 @@
 package codec
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 )
@@ -96,9 +95,6 @@ func modeBits(m Mode) int {
 	return 0
 }
 
-func putF16(b []byte, f float32) { binary.LittleEndian.PutUint16(b, Float32ToHalf(f)) }
-func getF16(b []byte) float32    { return HalfToFloat32(binary.LittleEndian.Uint16(b)) }
-
 // halfFloor returns the largest fp16 value ≤ f (f finite, |f| ≤ 65504).
 func halfFloor(f float32) float32 {
 	h := Float32ToHalf(f)
@@ -107,9 +103,6 @@ func halfFloor(f float32) float32 {
 	}
 	return HalfToFloat32(h)
 }
-
-// halfCeil returns the smallest fp16 value ≥ f (f finite, |f| ≤ 65504).
-func halfCeil(f float32) float32 { return -halfFloor(-f) }
 
 func halfNextDown(h uint16) uint16 {
 	switch {

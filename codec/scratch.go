@@ -25,7 +25,16 @@ type scratch struct {
 	ctr            []int32
 	lut            []uint32 // per channel level tables
 	counts         [256]uint32
+	counts2        [256]uint32
 	rm             ransModel
+	huf            hufCoder
+	pa, pb         []float32 // per channel or group: level base and scale
+	pm             []int32   // per channel: largest code
+	ccodes         []byte    // token-major codes of a group or unit (SIMD paths)
+	t64            []uint64  // transposed codes of one channel block
+	cands          []outCand // outlier candidates, one per group
+	gains          []float64
+	outs           []outEntry
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -58,6 +67,27 @@ func growU8(p *[]uint8, n int) []uint8 {
 func growI32(p *[]int32, n int) []int32 {
 	if cap(*p) < n {
 		*p = make([]int32, n)
+	}
+	return (*p)[:n]
+}
+
+func growU64(p *[]uint64, n int) []uint64 {
+	if cap(*p) < n {
+		*p = make([]uint64, n)
+	}
+	return (*p)[:n]
+}
+
+func growOut(p *[]outEntry, n int) []outEntry {
+	if cap(*p) < n {
+		*p = make([]outEntry, 0, n)
+	}
+	return (*p)[:0]
+}
+
+func growF64(p *[]float64, n int) []float64 {
+	if cap(*p) < n {
+		*p = make([]float64, n)
 	}
 	return (*p)[:n]
 }

@@ -2,12 +2,14 @@ package codec
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
 // ParseSpec parses a mode name with optional "+flag" suffixes into Options:
 // "int4", "int3+ec", "int4+clip+lz4". Flags: ec (Entropy), lz4 (LZ4), clip
-// (Clip), uniform (UniformKeyBits). Flags on raw or lossless are an error.
+// (Clip), uniform (UniformKeyBits), out (Outliers = DefaultOutliers) and
+// out=F (Outliers = F). Flags on raw or lossless are an error.
 func ParseSpec(s string) (Options, error) {
 	parts := strings.Split(strings.TrimSpace(s), "+")
 	m, err := ParseMode(parts[0])
@@ -28,8 +30,18 @@ func ParseSpec(s string) (Options, error) {
 			o.Clip = true
 		case "uniform":
 			o.UniformKeyBits = true
+		case "out":
+			o.Outliers = DefaultOutliers
 		default:
-			return o, fmt.Errorf("%w: unknown flag %q in %q (want ec, lz4, clip, uniform)", ErrMode, f, s)
+			if v, ok := strings.CutPrefix(f, "out="); ok {
+				x, err := strconv.ParseFloat(v, 64)
+				if err != nil || !(x >= 0 && x <= MaxOutliers) {
+					return o, fmt.Errorf("%w: outlier fraction %q not in [0, %v]", ErrMode, v, MaxOutliers)
+				}
+				o.Outliers = x
+				continue
+			}
+			return o, fmt.Errorf("%w: unknown flag %q in %q (want ec, lz4, clip, uniform, out, out=F)", ErrMode, f, s)
 		}
 	}
 	return o, nil
@@ -53,6 +65,12 @@ func (o Options) Spec() string {
 	}
 	if o.UniformKeyBits {
 		s += "+uniform"
+	}
+	switch {
+	case o.Outliers == DefaultOutliers:
+		s += "+out"
+	case o.Outliers != 0:
+		s += "+out=" + strconv.FormatFloat(o.Outliers, 'g', -1, 64)
 	}
 	return s
 }

@@ -56,6 +56,9 @@ func TestSuiteAndSummary(t *testing.T) {
 	if r := rep.Results[1]; r.AttnRelErr <= 0 || r.Ratio < 3 || r.DecodeGBps <= 0 {
 		t.Fatalf("int4 result %+v", r)
 	}
+	if rep.MemcpyGBps <= 0 {
+		t.Fatalf("no memcpy reference: %v", rep.MemcpyGBps)
+	}
 	if s := Summary(rep, "lossless"); !strings.Contains(s, "bit-exact") {
 		t.Fatalf("summary %q", s)
 	}

@@ -6,7 +6,10 @@
 // thin wrapper around Run and the writers here.
 //
 // Caveats: throughput is measured on one goroutine (GOMAXPROCS does not
-// change it) and is wall-clock time, so a busy machine reads low. The disk
+// change it) as bytes per second of the measuring thread's CPU time where
+// the OS reports it (Linux), else of wall-clock time. A busy machine still
+// reads low (other work shares the core's caches), so the run also measures
+// memcpy of the largest input the same way, as the reference. The disk
 // figure needs a filesystem that supports O_DIRECT (not tmpfs) and Linux;
 // elsewhere it is reported as unavailable.
 package codecbench

@@ -87,7 +87,7 @@ func runBenchCodec(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.SetOutput(stderr)
 	var inputs, modes listFlag
 	fs.Var(&inputs, "input", "KV dump `FILE` (kv-pNN.bin with its .json sidecar); repeat or comma-separate. Default: synthetic KV")
-	fs.Var(&modes, "modes", "comma-separated `MODES`, each a mode with optional +ec, +lz4, +clip, +uniform (default "+strings.Join(codecbench.DefaultSpecs, ",")+")")
+	fs.Var(&modes, "modes", "comma-separated `MODES`, each a mode with optional +ec, +lz4, +clip, +uniform, +out, +out=F (default "+strings.Join(codecbench.DefaultSpecs, ",")+")")
 	asJSON := fs.Bool("json", false, "print a JSON array (one object per mode and input) instead of the table")
 	minTime := fs.Duration("time", 150*time.Millisecond, "minimum `duration` of each throughput measurement")
 	diskDir := fs.String("disk-dir", os.TempDir(), "`DIR` for the O_DIRECT disk read reference (\"\" skips it)")

@@ -54,13 +54,16 @@ func TestBenchCodecTable(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 5 || !strings.Contains(lines[0], "attn_rel_err") || !strings.Contains(lines[1], "synthetic") {
+	if len(lines) != 6 || !strings.Contains(lines[0], "attn_rel_err") || !strings.Contains(lines[1], "synthetic") {
 		t.Fatalf("table:\n%s", out.String())
 	}
 	if !strings.HasPrefix(lines[3], "disk: ") {
 		t.Fatalf("no disk line: %q", lines[3])
 	}
-	if last := lines[4]; !strings.HasPrefix(last, "summary: default mode lossless") || !strings.Contains(last, "bit-exact") {
+	if !strings.HasPrefix(lines[4], "memcpy: ") {
+		t.Fatalf("no memcpy reference line: %q", lines[4])
+	}
+	if last := lines[5]; !strings.HasPrefix(last, "summary: default mode lossless") || !strings.Contains(last, "bit-exact") {
 		t.Fatalf("last line is not the default mode's summary: %q", last)
 	}
 }
