@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"time"
 
@@ -18,55 +17,24 @@ import (
 
 func init() { register("bench", "run a built-in benchmark (codec)", runBench) }
 
-// A benchTarget is one `kvtier bench <name>` benchmark. Each benchmark file
-// adds itself with registerBench from its init.
-type benchTarget struct {
-	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
-}
+// benchTargets are the `kvtier bench <name>` benchmarks. Each benchmark
+// file adds itself with registerBench from its init.
+var benchTargets = commandSet{prog: "kvtier bench", noun: "benchmark"}
 
-var benchTargets = map[string]benchTarget{}
-
+// registerBench adds a benchmark; its run gets a context that an interrupt
+// cancels, so a long benchmark stops cleanly on Ctrl-C.
 func registerBench(name, summary string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) int) {
-	if _, dup := benchTargets[name]; dup {
-		panic("kvtier: benchmark registered twice: " + name)
-	}
-	benchTargets[name] = benchTarget{summary: summary, run: run}
+	benchTargets.add(name, summary, func(args []string, stdout, stderr io.Writer) int {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		return run(ctx, args, stdout, stderr)
+	})
 }
 
 func init() { registerBench("codec", "codec ratio, error and throughput per mode", runBenchCodec) }
 
-func benchUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: kvtier bench <benchmark> [flags]\n\nbenchmarks:")
-	names := make([]string, 0, len(benchTargets))
-	for n := range benchTargets {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, benchTargets[n].summary)
-	}
-}
-
 func runBench(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		benchUsage(stderr)
-		return 2
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		benchUsage(stdout)
-		return 0
-	}
-	t, ok := benchTargets[args[0]]
-	if !ok {
-		fmt.Fprintf(stderr, "kvtier bench: unknown benchmark %q\n", args[0])
-		benchUsage(stderr)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	return t.run(ctx, args[1:], stdout, stderr)
+	return benchTargets.run(args, stdout, stderr)
 }
 
 // listFlag collects repeated and comma-separated values.
