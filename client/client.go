@@ -113,7 +113,6 @@ func Dial(target string, opts ...Option) (*Client, error) {
 		grpc.WithInitialConnWindowSize(32 << 20),
 		grpc.WithWriteBufferSize(256 << 10),
 		grpc.WithReadBufferSize(256 << 10),
-		grpc.WithSharedWriteBuffer(true),
 	}
 	if o.token != "" {
 		dopts = append(dopts, grpc.WithPerRPCCredentials(bearer{tok: o.token, secure: secure}))

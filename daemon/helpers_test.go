@@ -33,14 +33,13 @@ type testEnv struct {
 }
 
 type envOptions struct {
-	cfg      func(*daemon.Config)
-	dramCap  int64
-	nvme     bool
-	nvmeDir  string
-	token    string // the default client's token
-	opts     []daemon.Option
-	noArena  bool
-	logLevel slog.Level
+	cfg     func(*daemon.Config)
+	dramCap int64
+	nvme    bool
+	nvmeDir string
+	token   string // the default client's token
+	opts    []daemon.Option
+	noArena bool
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

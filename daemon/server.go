@@ -156,7 +156,6 @@ func (s *Server) grpcOptions(creds credentials.TransportCredentials) []grpc.Serv
 		grpc.InitialConnWindowSize(32 << 20),
 		grpc.WriteBufferSize(256 << 10),
 		grpc.ReadBufferSize(256 << 10),
-		grpc.SharedWriteBuffer(true),
 		// Dead TCP peers are found, so their streams end and their pins go.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),

@@ -82,11 +82,6 @@ func keyFromProto(field string, k *pb.Key) (tiers.Key, error) {
 	return tiers.Key{Namespace: k.GetNamespace(), Hash: h, Layer: layer}, nil
 }
 
-// KeyToProto converts a store key to its message.
-func keyToProto(k tiers.Key) *pb.Key {
-	return &pb.Key{Namespace: k.Namespace, Hash: k.Hash.Bytes(), Layer: int32(k.Layer)}
-}
-
 func dtypeFromProto(field string, d pb.Dtype) (codec.DType, error) {
 	switch d {
 	case pb.Dtype_DTYPE_FP16:

@@ -316,9 +316,9 @@ func runPut(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), conn.timeout)
 	defer cancel()
 	if conn.shm {
-		s, err := c.Attach(ctx, "kvtier put")
-		if err != nil {
-			return fail(stderr, "put", err)
+		s, aerr := c.Attach(ctx, "kvtier put")
+		if aerr != nil {
+			return fail(stderr, "put", aerr)
 		}
 		defer s.Close()
 		err = s.Put(ctx, key, l, data, opts)

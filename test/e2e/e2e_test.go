@@ -297,6 +297,7 @@ func TestCLIErrors(t *testing.T) {
 	}{
 		{"get not cached", append([]string{"get"}, keyArgs(1)...), 1, "NOT_FOUND"},
 		{"wrong layout size", append(append(append([]string{"put"}, keyArgs(1)...), "--dtype", "fp16", "--tokens", "8", "--kv-heads", "2", "--head-dim", "64"), blk), 1, "INVALID_ARGUMENT"},
+		{"wrong layout size, shared memory", append(append(append([]string{"put", "--shm"}, keyArgs(3)...), "--dtype", "fp16", "--tokens", "8", "--kv-heads", "2", "--head-dim", "64"), blk), 1, "put"},
 		{"unknown dtype", append(append(append([]string{"put"}, keyArgs(1)...), "--dtype", "int4", "--tokens", "16", "--kv-heads", "2", "--head-dim", "64"), blk), 2, "dtype"},
 		{"missing layer", []string{"get", "--ns", "e2e", "--hash", hexHash(1)}, 2, "--layer"},
 		{"bad hash", []string{"get", "--ns", "e2e", "--hash", "abc", "--layer", "0"}, 2, "--hash"},
