@@ -73,7 +73,7 @@ type counters struct {
 	evictions  [numLevels]int64
 	promotions [numLevels]int64
 	demotions  int64
-	corrupt    int64
+	corrupt    int64 // NVMe copies whose layout disagreed with the index
 }
 
 const numLevels = int(LevelNVMe) + 1

@@ -63,6 +63,7 @@ func (s *Store) Stats() Stats {
 	add(LevelHBM, s.hbm)
 	add(LevelDRAM, s.dram)
 	add(LevelNVMe, s.nvme)
+	st.Corrupt += c.corrupt
 	st.Misses = c.misses
 	st.Demotions = c.demotions
 	st.WriteBehindWait = len(s.wbq)

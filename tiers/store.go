@@ -560,7 +560,8 @@ func (s *Store) promoteDRAM(ctx context.Context, k Key, l Layout) (Block, error)
 		return Block{}, err
 	}
 	got, data, err := s.nvme.Get(ctx, k, view[:0])
-	if err == nil && (got != l || len(data) != len(view) || (len(data) > 0 && &data[0] != &view[0])) {
+	mismatch := err == nil && (got != l || len(data) != len(view) || (len(data) > 0 && &data[0] != &view[0]))
+	if mismatch {
 		err = fmt.Errorf("%w: NVMe copy of %v has layout %v, index says %v", ErrCorrupt, k, got, l)
 	}
 	sh, fp := s.locate(k)
@@ -571,8 +572,10 @@ func (s *Store) promoteDRAM(ctx context.Context, k Key, l Layout) (Block, error)
 		}
 		sh.mu.Lock()
 		if i := sh.findFP(k, fp); i != nilIdx {
+			if mismatch {
+				sh.ctr.corrupt++ // the tier counts the checksum failures it finds
+			}
 			if IsCorruption(err) {
-				sh.ctr.corrupt++
 				s.log.Warn("tiers: corrupt NVMe copy removed", "key", k.String(), "err", err)
 			}
 			sh.ctr.misses++
