@@ -44,6 +44,18 @@ type putMsg struct {
 	n        int    // bytes written to dst
 	err      error  // the first problem; decode does nothing once set
 	sawData  bool
+	// skip is set by onHeader when the block is already cached: data is
+	// then counted against want and dropped, not stored.
+	skip bool
+	want int
+}
+
+// limit is the most data bytes the stream may carry.
+func (m *putMsg) limit() int {
+	if m.skip {
+		return m.want
+	}
+	return len(m.dst)
 }
 
 var errMalformedPut = fieldErr("PutRequest", "malformed message")
@@ -121,7 +133,7 @@ func (m *putMsg) decode(r *mem.Reader) {
 				m.err = fieldErr("data", "chunk of %d bytes exceeds %d", n, MaxChunkBytes)
 				return
 			}
-			if m.dst == nil {
+			if m.dst == nil && !m.skip {
 				if !first {
 					m.err = fieldErr("header", "required in the first message")
 					return
@@ -132,9 +144,17 @@ func (m *putMsg) decode(r *mem.Reader) {
 				}
 				continue
 			}
-			if m.n+int(n) > len(m.dst) {
-				m.err = fieldErr("data", "more than the %d bytes header.layout describes", len(m.dst))
+			if m.n+int(n) > m.limit() {
+				m.err = fieldErr("data", "more than the %d bytes header.layout describes", m.limit())
 				return
+			}
+			if m.skip {
+				if _, err := r.Discard(int(n)); err != nil {
+					m.err = errMalformedPut
+					return
+				}
+				m.n += int(n)
+				continue
 			}
 			if _, err := io.ReadFull(r, m.dst[m.n:m.n+int(n)]); err != nil {
 				m.err = errMalformedPut
@@ -153,8 +173,12 @@ func (m *putMsg) decode(r *mem.Reader) {
 }
 
 func (m *putMsg) write(b []byte) {
-	if m.n+len(b) > len(m.dst) {
-		m.err = fieldErr("data", "more than the %d bytes header.layout describes", len(m.dst))
+	if m.n+len(b) > m.limit() {
+		m.err = fieldErr("data", "more than the %d bytes header.layout describes", m.limit())
+		return
+	}
+	if m.skip {
+		m.n += len(b)
 		return
 	}
 	m.n += copy(m.dst[m.n:], b)

@@ -33,8 +33,10 @@
 //     keeps writing after its reservation expired can damage the block that
 //     reuses the slot; that is why shared memory is only for processes of
 //     the daemon's uid (or root) whose token allows every namespace.
-//   - A Put of a block already cached reserves a DRAM slot for the incoming
-//     bytes before the store finds the duplicate at commit.
+//   - An inline Put of a block already cached (same key and layout) reads
+//     and drops its bytes without reserving DRAM, so it evicts nothing. A
+//     shared-memory ReserveSlot for such a block still reserves a slot: the
+//     protocol has no "already cached" answer yet.
 //   - Nothing below this package knows gRPC: the store, the tiers and the
 //     prefetcher get store types only.
 package daemon

@@ -50,6 +50,16 @@ func (s *Server) Put(stream pb.KVTierService_PutServer) error {
 		if err := authorize(ctx, k.Namespace); err != nil {
 			return nil, err
 		}
+		// A block already cached needs no room: its bytes are read and
+		// dropped, so a repeated put never evicts another block.
+		cached, err := s.store.Refresh(ctx, k, l, tiers.PutOptions{Durable: h.GetDurable()})
+		if err != nil {
+			return nil, err
+		}
+		if cached {
+			header, m.skip, m.want = h, true, int(l.Size())
+			return nil, nil
+		}
 		if res, err = s.store.Reserve(ctx, k, l); err != nil {
 			return nil, err
 		}
@@ -77,6 +87,10 @@ func (s *Server) Put(stream pb.KVTierService_PutServer) error {
 	size := l.Size()
 	if int64(m.n) != size {
 		return fieldErr("data", "%d bytes received, header.layout describes %d", m.n, size)
+	}
+	if m.skip {
+		s.metrics.addBytes(planeInline, dirIn, size)
+		return stream.SendAndClose(&pb.PutResponse{Bytes: uint64(size)})
 	}
 	held = false // Commit consumes the reservation, even when it fails.
 	if err := s.store.Commit(ctx, res, tiers.PutOptions{Parent: parent, Durable: header.GetDurable()}); err != nil {

@@ -591,3 +591,39 @@ func (f *fakeHints) LayerAttention(_ context.Context, h daemon.LayerAttention) (
 func (f *fakeHints) RequestFinished(context.Context, daemon.RequestFinished) error {
 	return errors.ErrUnsupported
 }
+
+// TestRepeatedPutDoesNotEvict: a put of a block that is already cached
+// reads and drops its bytes, so it takes no room and evicts nothing, while
+// a repeated put with the wrong byte count is still refused.
+func TestRepeatedPutDoesNotEvict(t *testing.T) {
+	e := startEnv(t, envOptions{dramCap: 64 << 10}) // room for 8 blocks of 8 KiB
+	ctx := ctxT(t)
+	const n = 8
+	for i := range n {
+		k := keyOf("dup", i)
+		if err := e.cl.Put(ctx, k, smallLayout(), blockData(k, smallSize), client.PutOptions{}); err != nil {
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	for range 3 {
+		k := keyOf("dup", 0)
+		if err := e.cl.Put(ctx, k, smallLayout(), blockData(k, smallSize), client.PutOptions{}); err != nil {
+			t.Fatalf("repeated put: %v", err)
+		}
+	}
+	if err := e.cl.Put(ctx, keyOf("dup", 0), smallLayout(), make([]byte, smallSize-2), client.PutOptions{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("repeated put with a short block = %v, want InvalidArgument", err)
+	}
+	st := dramStats(stats(t, e.cl))
+	if st.GetEvictions() != 0 || st.GetBlocks() != n {
+		t.Fatalf("after repeated puts: %d evictions, %d blocks; want 0 and %d", st.GetEvictions(), st.GetBlocks(), n)
+	}
+	for i := range n {
+		k := keyOf("dup", i)
+		b, err := e.cl.Get(ctx, k, nil, client.GetOptions{})
+		if err != nil {
+			t.Fatalf("get %d: %v", i, err)
+		}
+		checkData(t, k, b.Data)
+	}
+}

@@ -267,6 +267,20 @@ func (s *Store) checkPut(k Key, l Layout, n int, opts PutOptions) error {
 	return nil
 }
 
+// Refresh is the part of a put that needs no bytes: when k is already in
+// DRAM with layout l, it refreshes the block's recency (and, for a durable
+// request, makes sure its NVMe copy is synced) and reports true, and the
+// caller has nothing to store, since blocks are content-addressed. It lets a
+// caller that receives the bytes later (a streamed put) skip reserving DRAM,
+// and so evicting, for a block that is already there.
+func (s *Store) Refresh(ctx context.Context, k Key, l Layout, opts PutOptions) (bool, error) {
+	if err := s.checkPut(k, l, int(l.Size()), opts); err != nil {
+		return false, err
+	}
+	k.Namespace = s.intern(k.Namespace)
+	return s.putExisting(ctx, k, l, opts)
+}
+
 // putExisting handles a put of a block already in DRAM with the same
 // layout: it refreshes recency and, for a durable put, persists it.
 func (s *Store) putExisting(ctx context.Context, k Key, l Layout, opts PutOptions) (bool, error) {

@@ -658,3 +658,38 @@ func TestStoreConcurrent(t *testing.T) {
 	}
 	ts.check(t)
 }
+
+func TestStoreRefresh(t *testing.T) {
+	ctx := context.Background()
+	ts := newTestStore(t, 2, 4, 0)
+	k0, k1 := testKey("m", 0), testKey("m", 1)
+	if ok, err := ts.Refresh(ctx, k0, testLayout, PutOptions{}); ok || err != nil {
+		t.Fatalf("Refresh of an uncached block = %v, %v", ok, err)
+	}
+	ts.Put(ctx, k0, testLayout, content(k0, testBlock, 0), PutOptions{})
+	other := testLayout
+	other.DType = codec.BF16
+	if ok, _ := ts.Refresh(ctx, k0, other, PutOptions{}); ok {
+		t.Fatal("Refresh with another layout must not count as cached")
+	}
+	if ok, err := ts.Refresh(ctx, k0, testLayout, PutOptions{Durable: true}); !ok || err != nil {
+		t.Fatalf("Refresh of a cached block = %v, %v", ok, err)
+	}
+	if !ts.nvme.has(k0) {
+		t.Fatal("a durable Refresh returned before the NVMe copy existed")
+	}
+	if _, err := ts.Refresh(ctx, Key{Namespace: "m"}, testLayout, PutOptions{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Refresh with a bad key = %v", err)
+	}
+	// Refresh makes k0 the most recent: a full DRAM evicts k1 first.
+	ts.Put(ctx, k1, testLayout, content(k1, testBlock, 0), PutOptions{Durable: true})
+	ts.Refresh(ctx, k0, testLayout, PutOptions{})
+	ts.Put(ctx, testKey("m", 2), testLayout, content(testKey("m", 2), testBlock, 0), PutOptions{})
+	levels := make([]Level, 2)
+	ts.Lookup(ctx, "m", AllLayers, []Hash{k0.Hash}, levels[:1])
+	ts.Lookup(ctx, "m", AllLayers, []Hash{k1.Hash}, levels[1:])
+	if levels[0] != LevelDRAM || levels[1] != LevelNVMe {
+		t.Fatalf("after Refresh(k0) and a put: k0 in %v, k1 in %v; want dram and nvme", levels[0], levels[1])
+	}
+	ts.check(t)
+}
