@@ -172,6 +172,10 @@ func (s *Shm) Reserve(ctx context.Context, key *pb.Key, l *pb.Layout) (*Reservat
 	if err != nil {
 		return nil, err
 	}
+	return s.reservation(resp)
+}
+
+func (s *Shm) reservation(resp *pb.ReserveSlotResponse) (*Reservation, error) {
 	v, err := s.view(resp.GetSlot())
 	if err != nil {
 		return nil, err
@@ -198,9 +202,26 @@ func (r *Reservation) Abort(ctx context.Context) error {
 	return err
 }
 
-// Put stores data through shared memory: reserve, copy, commit.
+// Put stores data through shared memory: reserve, copy, commit. A block
+// the daemon already holds with this layout is only refreshed (and synced
+// to NVMe when opts.Durable): there is nothing to copy.
 func (s *Shm) Put(ctx context.Context, key *pb.Key, l *pb.Layout, data []byte, opts PutOptions) error {
-	r, err := s.Reserve(ctx, key, l)
+	if err := s.check(); err != nil {
+		return err
+	}
+	resp, err := s.c.api.ReserveSlot(ctx, &pb.ReserveSlotRequest{
+		SessionId: s.id, Key: key, Layout: l, SkipIfCached: true, Durable: opts.Durable,
+	})
+	if err != nil {
+		return err
+	}
+	if resp.GetAlreadyCached() {
+		if uint64(len(data)) != resp.GetBlockBytes() {
+			return status.Errorf(codes.InvalidArgument, "client: %d bytes given, the layout needs %d", len(data), resp.GetBlockBytes())
+		}
+		return nil
+	}
+	r, err := s.reservation(resp)
 	if err != nil {
 		return err
 	}

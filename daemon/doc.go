@@ -33,10 +33,10 @@
 //     keeps writing after its reservation expired can damage the block that
 //     reuses the slot; that is why shared memory is only for processes of
 //     the daemon's uid (or root) whose token allows every namespace.
-//   - An inline Put of a block already cached (same key and layout) reads
-//     and drops its bytes without reserving DRAM, so it evicts nothing. A
-//     shared-memory ReserveSlot for such a block still reserves a slot: the
-//     protocol has no "already cached" answer yet.
+//   - A put of a block already cached (same key and layout) takes no DRAM
+//     and evicts nothing: inline, its bytes are read and dropped; over shared
+//     memory, ReserveSlot with skip_if_cached answers already_cached (the
+//     Go client's Shm.Put asks for that). A plain ReserveSlot still reserves.
 //   - Nothing below this package knows gRPC: the store, the tiers and the
 //     prefetcher get store types only.
 package daemon

@@ -592,12 +592,17 @@ func (f *fakeHints) RequestFinished(context.Context, daemon.RequestFinished) err
 	return errors.ErrUnsupported
 }
 
-// TestRepeatedPutDoesNotEvict: a put of a block that is already cached
-// reads and drops its bytes, so it takes no room and evicts nothing, while
-// a repeated put with the wrong byte count is still refused.
+// TestRepeatedPutDoesNotEvict: a put of a block that is already cached,
+// inline or over shared memory, takes no room and evicts nothing, while a
+// repeated put with the wrong byte count is still refused.
 func TestRepeatedPutDoesNotEvict(t *testing.T) {
 	e := startEnv(t, envOptions{dramCap: 64 << 10}) // room for 8 blocks of 8 KiB
 	ctx := ctxT(t)
+	shm, err := e.cl.Attach(ctx, "dup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shm.Close()
 	const n = 8
 	for i := range n {
 		k := keyOf("dup", i)
@@ -605,14 +610,20 @@ func TestRepeatedPutDoesNotEvict(t *testing.T) {
 			t.Fatalf("put %d: %v", i, err)
 		}
 	}
-	for range 3 {
-		k := keyOf("dup", 0)
+	for i := range 3 {
+		k := keyOf("dup", i)
 		if err := e.cl.Put(ctx, k, smallLayout(), blockData(k, smallSize), client.PutOptions{}); err != nil {
-			t.Fatalf("repeated put: %v", err)
+			t.Fatalf("repeated inline put: %v", err)
+		}
+		if err := shm.Put(ctx, k, smallLayout(), blockData(k, smallSize), client.PutOptions{}); err != nil {
+			t.Fatalf("repeated shared-memory put: %v", err)
 		}
 	}
 	if err := e.cl.Put(ctx, keyOf("dup", 0), smallLayout(), make([]byte, smallSize-2), client.PutOptions{}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("repeated put with a short block = %v, want InvalidArgument", err)
+	}
+	if err := shm.Put(ctx, keyOf("dup", 0), smallLayout(), make([]byte, smallSize-2), client.PutOptions{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("repeated shared-memory put with a short block = %v, want InvalidArgument", err)
 	}
 	st := dramStats(stats(t, e.cl))
 	if st.GetEvictions() != 0 || st.GetBlocks() != n {

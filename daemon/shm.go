@@ -497,6 +497,15 @@ func (s *Server) ReserveSlot(ctx context.Context, req *pb.ReserveSlotRequest) (*
 	if err != nil {
 		return nil, err
 	}
+	if req.GetSkipIfCached() {
+		cached, err := s.store.Refresh(ctx, k, l, tiers.PutOptions{Durable: req.GetDurable()})
+		if err != nil {
+			return nil, err
+		}
+		if cached {
+			return &pb.ReserveSlotResponse{AlreadyCached: true, BlockBytes: uint64(l.Size())}, nil
+		}
+	}
 	if err := sess.reserve(s.cfg.MaxLeases); err != nil {
 		return nil, err
 	}
@@ -510,7 +519,7 @@ func (s *Server) ReserveSlot(ctx context.Context, req *pb.ReserveSlotRequest) (*
 		_ = s.store.Abort(res)
 		return nil, ErrNoSession
 	}
-	return &pb.ReserveSlotResponse{LeaseId: ls.id, Slot: slotToProto(res.Slot), LeaseTtlMs: uint32(ttl.Milliseconds())}, nil
+	return &pb.ReserveSlotResponse{LeaseId: ls.id, Slot: slotToProto(res.Slot), LeaseTtlMs: uint32(ttl.Milliseconds()), BlockBytes: uint64(l.Size())}, nil
 }
 
 // CommitSlot publishes a reserved block.

@@ -1770,7 +1770,14 @@ type ReserveSlotRequest struct {
 	Layout *Layout `protobuf:"bytes,3,opt,name=layout,proto3" json:"layout,omitempty"`
 	// Lease lifetime in milliseconds; 0 means the session's default. At most
 	// the session's max_lease_ttl_ms.
-	LeaseTtlMs    uint32 `protobuf:"varint,4,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	LeaseTtlMs uint32 `protobuf:"varint,4,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	// When true and the block is already cached with this layout, the daemon
+	// refreshes it instead of reserving (so nothing is evicted for a
+	// duplicate) and answers already_cached; there is nothing to write.
+	SkipIfCached bool `protobuf:"varint,5,opt,name=skip_if_cached,json=skipIfCached,proto3" json:"skip_if_cached,omitempty"`
+	// As PutHeader.durable, for a block found cached under skip_if_cached;
+	// a reservation's durability is asked for at CommitSlot.
+	Durable       bool `protobuf:"varint,6,opt,name=durable,proto3" json:"durable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1833,6 +1840,20 @@ func (x *ReserveSlotRequest) GetLeaseTtlMs() uint32 {
 	return 0
 }
 
+func (x *ReserveSlotRequest) GetSkipIfCached() bool {
+	if x != nil {
+		return x.SkipIfCached
+	}
+	return false
+}
+
+func (x *ReserveSlotRequest) GetDurable() bool {
+	if x != nil {
+		return x.Durable
+	}
+	return false
+}
+
 // ReserveSlotResponse is a reservation.
 type ReserveSlotResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1841,7 +1862,12 @@ type ReserveSlotResponse struct {
 	// Where to write the block's bytes.
 	Slot *ArenaSlot `protobuf:"bytes,2,opt,name=slot,proto3" json:"slot,omitempty"`
 	// The lease's lifetime in milliseconds, from when the daemon granted it.
-	LeaseTtlMs    uint32 `protobuf:"varint,3,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	LeaseTtlMs uint32 `protobuf:"varint,3,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	// The block is already cached (only with skip_if_cached): no lease, no
+	// slot; the put is done.
+	AlreadyCached bool `protobuf:"varint,4,opt,name=already_cached,json=alreadyCached,proto3" json:"already_cached,omitempty"`
+	// The block's length in bytes, as its layout describes.
+	BlockBytes    uint64 `protobuf:"varint,5,opt,name=block_bytes,json=blockBytes,proto3" json:"block_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1893,6 +1919,20 @@ func (x *ReserveSlotResponse) GetSlot() *ArenaSlot {
 func (x *ReserveSlotResponse) GetLeaseTtlMs() uint32 {
 	if x != nil {
 		return x.LeaseTtlMs
+	}
+	return 0
+}
+
+func (x *ReserveSlotResponse) GetAlreadyCached() bool {
+	if x != nil {
+		return x.AlreadyCached
+	}
+	return false
+}
+
+func (x *ReserveSlotResponse) GetBlockBytes() uint64 {
+	if x != nil {
+		return x.BlockBytes
 	}
 	return 0
 }
@@ -2925,19 +2965,24 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"max_leases\x18\a \x01(\rR\tmaxLeases\"p\n" +
 	"\x0eAttachResponse\x122\n" +
 	"\asession\x18\x01 \x01(\v2\x18.kvtier.v1.AttachSessionR\asession\x12*\n" +
-	"\x11expired_lease_ids\x18\x02 \x03(\x04R\x0fexpiredLeaseIds\"\xa2\x01\n" +
+	"\x11expired_lease_ids\x18\x02 \x03(\x04R\x0fexpiredLeaseIds\"\xe2\x01\n" +
 	"\x12ReserveSlotRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\fR\tsessionId\x12 \n" +
 	"\x03key\x18\x02 \x01(\v2\x0e.kvtier.v1.KeyR\x03key\x12)\n" +
 	"\x06layout\x18\x03 \x01(\v2\x11.kvtier.v1.LayoutR\x06layout\x12 \n" +
 	"\flease_ttl_ms\x18\x04 \x01(\rR\n" +
-	"leaseTtlMs\"|\n" +
+	"leaseTtlMs\x12$\n" +
+	"\x0eskip_if_cached\x18\x05 \x01(\bR\fskipIfCached\x12\x18\n" +
+	"\adurable\x18\x06 \x01(\bR\adurable\"\xc4\x01\n" +
 	"\x13ReserveSlotResponse\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\x04R\aleaseId\x12(\n" +
 	"\x04slot\x18\x02 \x01(\v2\x14.kvtier.v1.ArenaSlotR\x04slot\x12 \n" +
 	"\flease_ttl_ms\x18\x03 \x01(\rR\n" +
-	"leaseTtlMs\"\x88\x01\n" +
+	"leaseTtlMs\x12%\n" +
+	"\x0ealready_cached\x18\x04 \x01(\bR\ralreadyCached\x12\x1f\n" +
+	"\vblock_bytes\x18\x05 \x01(\x04R\n" +
+	"blockBytes\"\x88\x01\n" +
 	"\x11CommitSlotRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\fR\tsessionId\x12\x19\n" +
