@@ -1,6 +1,7 @@
 package client
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -56,19 +57,13 @@ const (
 	getDataField   = 4
 )
 
+// readUvarint reads a protobuf varint; any failure is a malformed response.
 func readUvarint(r io.ByteReader) (uint64, error) {
-	var x uint64
-	for s := uint(0); s < 64; s += 7 {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, errBadGetResponse
-		}
-		x |= uint64(b&0x7f) << s
-		if b < 0x80 {
-			return x, nil
-		}
+	x, err := binary.ReadUvarint(r)
+	if err != nil {
+		return 0, errBadGetResponse
 	}
-	return 0, errBadGetResponse
+	return x, nil
 }
 
 func (g *getChunk) decode(r *mem.Reader) error {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 
@@ -60,19 +61,10 @@ func (m *putMsg) limit() int {
 
 var errMalformedPut = fieldErr("PutRequest", "malformed message")
 
+// readUvarint reads a protobuf varint and reports whether it was well formed.
 func readUvarint(r io.ByteReader) (uint64, bool) {
-	var x uint64
-	for s := uint(0); s < 64; s += 7 {
-		b, err := r.ReadByte()
-		if err != nil {
-			return 0, false
-		}
-		x |= uint64(b&0x7f) << s
-		if b < 0x80 {
-			return x, true
-		}
-	}
-	return 0, false
+	x, err := binary.ReadUvarint(r)
+	return x, err == nil
 }
 
 // Field numbers of PutRequest.

@@ -264,18 +264,9 @@ func (s *Server) Hint(stream pb.KVTierService_HintServer) error {
 	defer close(done)
 	msgs := recvLoop(stream.Recv, done)
 	for {
-		var req *pb.HintRequest
-		select {
-		case <-s.stopping:
-			return fmt.Errorf("%w: hint stream ended", ErrShuttingDown)
-		case r := <-msgs:
-			if r.err == io.EOF {
-				return nil
-			}
-			if r.err != nil {
-				return r.err
-			}
-			req = r.msg
+		req, rerr := nextMsg(msgs, s.stopping, "hint stream")
+		if req == nil {
+			return rerr
 		}
 		var kind string
 		scheduled, err := 0, error(nil)

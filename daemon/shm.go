@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -652,18 +651,9 @@ func (s *Server) PinStream(stream pb.KVTierService_PinStreamServer) error {
 	msgs := recvLoop(stream.Recv, done)
 	var resp pb.PinStreamResponse
 	for {
-		var req *pb.PinStreamRequest
-		select {
-		case <-s.stopping:
-			return fmt.Errorf("%w: pin stream ended", ErrShuttingDown)
-		case r := <-msgs:
-			if r.err == io.EOF {
-				return nil
-			}
-			if r.err != nil {
-				return r.err
-			}
-			req = r.msg
+		req, rerr := nextMsg(msgs, s.stopping, "pin stream")
+		if req == nil {
+			return rerr
 		}
 		start := time.Now()
 		resp.Reset()
