@@ -62,6 +62,7 @@ type shard struct {
 	freeIdx []int32
 	lru     [numLists]list
 	pending []parentRef // parents whose children count drops once mu is released
+	pinned  int         // entries with userPins > 0
 	ctr     counters
 }
 
@@ -179,6 +180,16 @@ func (s *shard) drop(i int32) {
 	*e = entry{free: true}
 	s.tops[i/pageEntries][i%pageEntries] = LevelNone
 	s.freeIdx = append(s.freeIdx, i)
+}
+
+// pinUser takes a reader's pin on entry i. Caller holds mu (write).
+func (s *shard) pinUser(i int32) {
+	e := s.at(i)
+	e.pins++
+	e.userPins++
+	if e.userPins == 1 {
+		s.pinned++
+	}
 }
 
 // setWhere sets the copies entry i has, keeping its dense top level in

@@ -188,6 +188,16 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 				n++
 			}
 		}
+		pinned := 0
+		for i := int32(0); i < sh.nslab; i++ {
+			if e := sh.at(i); !e.free && e.userPins > 0 {
+				pinned++
+			}
+		}
+		if pinned != sh.pinned {
+			sh.mu.RUnlock()
+			return fmt.Errorf("shard %d: %d entries pinned, counter says %d", si, pinned, sh.pinned)
+		}
 		if n != sh.count {
 			sh.mu.RUnlock()
 			return fmt.Errorf("shard %d: %d entries indexed, count says %d", si, n, sh.count)

@@ -42,11 +42,7 @@ func (s *Store) Stats() Stats {
 		c.demotions += sh.ctr.demotions
 		c.corrupt += sh.ctr.corrupt
 		st.IndexedBlocks += int64(sh.count)
-		sh.each(func(i int32) {
-			if sh.at(i).userPins > 0 {
-				st.PinnedBlocks++
-			}
-		})
+		st.PinnedBlocks += int64(sh.pinned)
 		sh.mu.RUnlock()
 	}
 	add := func(lvl Level, t Tier) {

@@ -547,16 +547,14 @@ func (s *Store) getDRAM(ctx context.Context, k Key) (Block, error) {
 			sh.mu.Unlock()
 			return Block{}, fmt.Errorf("tiers: DRAM copy of %v: %w", k, err)
 		}
-		e.pins++
-		e.userPins++
+		sh.pinUser(i)
 		sh.touch(i, s.tick())
 		sh.ctr.hits[from]++
 		sh.mu.Unlock()
 		return Block{Key: k, Layout: l, Data: view, Slot: slot, From: from}, nil
 	}
 	// Only on NVMe: pin, so eviction leaves it alone, and promote.
-	e.pins++
-	e.userPins++
+	sh.pinUser(i)
 	l := e.layout
 	sh.mu.Unlock()
 	b, err := s.promoteDRAM(ctx, k, l)
@@ -671,6 +669,9 @@ func (s *Store) unpin(k Key, user bool) error {
 	e.pins--
 	if user {
 		e.userPins--
+		if e.userPins == 0 {
+			sh.pinned--
+		}
 	}
 	if e.pins == 0 && e.where == 0 {
 		s.dropCopies(sh, i, e.where)
