@@ -11,9 +11,12 @@
 //
 // # Tiers
 //
-// A Tier is keyed block storage with a hard byte capacity: DRAM
-// (tiers/dram, an arena outside the Go heap), NVMe (tiers/nvme, on Badger)
-// and HBM (tiers/hbm, GPU memory). Tiers know nothing of each other.
+// A Tier is keyed block storage with a hard byte capacity: NVMe
+// (tiers/nvme, on Badger) and HBM (tiers/hbm, GPU memory). DRAM is a
+// HostTier instead (tiers/dram, an arena outside the Go heap): slots
+// addressed by offset and generation, with no key index of its own, since
+// the Store's index records each block's DRAM slot. Tiers know nothing of
+// each other.
 //
 // # The Store
 //

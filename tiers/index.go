@@ -33,18 +33,30 @@ type entry struct {
 	key      Key
 	parentFP uint64 // fingerprint of the previous block of the chain, 0 when unknown
 	layout   Layout
-	where    uint8 // inHBM | inDRAM | inNVMe
-	linked   bool  // parent's children count includes this entry
-	saving   bool  // a persist of this block to NVMe is in flight
-	pins     int32 // reader pins (Get) plus internal I/O pins
-	userPins int32 // the part of pins held by Get callers
-	children int32 // cached blocks whose parent is this one (a hint for leaf-first eviction)
+	dram     slotRef // the DRAM copy's slot, when where&inDRAM
+	where    uint8   // inHBM | inDRAM | inNVMe
+	linked   bool    // parent's children count includes this entry
+	saving   bool    // a persist of this block to NVMe is in flight
+	pins     int32   // reader pins (Get) plus internal I/O pins
+	userPins int32   // the part of pins held by Get callers
+	children int32   // cached blocks whose parent is this one (a hint for leaf-first eviction)
 	lists    [numLists]links
 	fp       uint64 // fingerprint of key: the index's map key
 	lastUse  uint64 // store clock at the last touch: orders eviction across shards
 	nextFP   int32  // next entry with the same fingerprint, or nilIdx
 	free     bool
 }
+
+// slotRef is a Slot in 16 bytes: where a block's DRAM copy lives.
+type slotRef struct {
+	off int64
+	len uint32 // block length; reserveDRAM refuses anything longer
+	gen uint32
+}
+
+func refOf(s Slot) slotRef { return slotRef{off: s.Offset, len: uint32(s.Len), gen: s.Gen} }
+
+func (r slotRef) slot() Slot { return Slot{Offset: r.off, Len: int64(r.len), Gen: r.gen} }
 
 // list is a doubly linked recency list threaded through a shard's slab:
 // head is the most recently used, tail the least.

@@ -6,10 +6,11 @@ import (
 	"sync"
 )
 
-// memTier is an in-memory Tier (and HostTier) for the store's tests: a
-// bounded map with byte accounting and fault injection. The real tiers have
-// their own packages and tests; this one lets the store's logic be tested
-// alone and checked against its index.
+// memTier is an in-memory Tier and HostTier for the store's tests: a bounded
+// store with byte accounting and fault injection. As NVMe or HBM it is keyed
+// (Put, Get, Delete); as DRAM it is slot-addressed (Alloc, Seal, Free). The
+// real tiers have their own packages and tests; this one lets the store's
+// logic be tested alone and checked against its index.
 type memTier struct {
 	name string
 	cap  int64
@@ -17,7 +18,8 @@ type memTier struct {
 	mu       sync.Mutex // protects all below
 	blocks   map[Key]*memBlock
 	reserved map[int64]*memBlock // by slot offset
-	used     int64               // bytes of committed blocks and reservations
+	sealed   map[int64]*memBlock // by slot offset
+	used     int64               // bytes of blocks, sealed slots and reservations
 	next     int64
 	corrupt  int64
 	closed   bool
@@ -32,50 +34,66 @@ type memBlock struct {
 }
 
 func newMemTier(name string, capacity int64) *memTier {
-	return &memTier{name: name, cap: capacity, blocks: map[Key]*memBlock{}, reserved: map[int64]*memBlock{}, corruptNext: map[Key]bool{}}
+	return &memTier{name: name, cap: capacity, blocks: map[Key]*memBlock{}, reserved: map[int64]*memBlock{},
+		sealed: map[int64]*memBlock{}, corruptNext: map[Key]bool{}}
 }
 
-var _ HostTier = (*memTier)(nil)
+var (
+	_ Tier     = (*memTier)(nil)
+	_ HostTier = (*memTier)(nil)
+)
 
 func (m *memTier) Put(ctx context.Context, k Key, l Layout, data []byte) error {
-	s, view, err := m.Reserve(l)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, err := m.reserve(l.Size())
 	if err != nil {
 		return err
 	}
-	copy(view, data)
-	return m.Commit(k, l, s)
-}
-
-func (m *memTier) Reserve(l Layout) (Slot, []byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return Slot{}, nil, ErrClosed
-	}
-	n := l.Size()
-	if m.used+n > m.cap {
-		return Slot{}, nil, fmt.Errorf("%s: %w", m.name, ErrFull)
-	}
-	m.used += n
-	m.next++
-	b := &memBlock{l: l, data: make([]byte, n), slot: Slot{Offset: m.next, Len: n, Gen: uint32(m.next)}}
-	m.reserved[b.slot.Offset] = b
-	return b.slot, b.data, nil
-}
-
-func (m *memTier) Commit(k Key, l Layout, s Slot) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.reserved[s.Offset]
-	if !ok {
-		return fmt.Errorf("%w: slot %d not reserved", ErrInvalid, s.Offset)
-	}
-	delete(m.reserved, s.Offset)
+	delete(m.reserved, b.slot.Offset)
+	copy(b.data, data)
+	b.l = l
 	if old, ok := m.blocks[k]; ok {
 		m.used -= int64(len(old.data))
 	}
-	b.l = l
 	m.blocks[k] = b
+	return nil
+}
+
+func (m *memTier) Alloc(n int64) (Slot, []byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, err := m.reserve(n)
+	if err != nil {
+		return Slot{}, nil, err
+	}
+	return b.slot, b.data, nil
+}
+
+// reserve takes n bytes of room. Caller holds mu.
+func (m *memTier) reserve(n int64) (*memBlock, error) {
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if m.used+n > m.cap {
+		return nil, fmt.Errorf("%s: %w", m.name, ErrFull)
+	}
+	m.used += n
+	m.next++
+	b := &memBlock{data: make([]byte, n), slot: Slot{Offset: m.next, Len: n, Gen: uint32(m.next)}}
+	m.reserved[b.slot.Offset] = b
+	return b, nil
+}
+
+func (m *memTier) Seal(s Slot) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.reserved[s.Offset]
+	if !ok || b.slot != s {
+		return fmt.Errorf("%w: slot %d not reserved", ErrInvalid, s.Offset)
+	}
+	delete(m.reserved, s.Offset)
+	m.sealed[s.Offset] = b
 	return nil
 }
 
@@ -83,7 +101,7 @@ func (m *memTier) Abort(s Slot) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b, ok := m.reserved[s.Offset]
-	if !ok {
+	if !ok || b.slot != s {
 		return fmt.Errorf("%w: slot %d not reserved", ErrInvalid, s.Offset)
 	}
 	delete(m.reserved, s.Offset)
@@ -91,14 +109,44 @@ func (m *memTier) Abort(s Slot) error {
 	return nil
 }
 
-func (m *memTier) View(k Key) (Layout, Slot, []byte, error) {
+func (m *memTier) Free(s Slot) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	b, ok := m.blocks[k]
-	if !ok {
-		return Layout{}, Slot{}, nil, ErrNotFound
+	b, ok := m.sealed[s.Offset]
+	if !ok || b.slot != s {
+		return fmt.Errorf("%w: slot %d not sealed", ErrInvalid, s.Offset)
 	}
-	return b.l, b.slot, b.data, nil
+	scribble(b.data)
+	delete(m.sealed, s.Offset)
+	m.used -= int64(len(b.data))
+	return nil
+}
+
+func (m *memTier) Bytes(s Slot) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if b, ok := m.sealed[s.Offset]; ok && b.slot == s {
+		return b.data
+	}
+	if b, ok := m.reserved[s.Offset]; ok && b.slot == s {
+		return b.data
+	}
+	return nil
+}
+
+// scribble overwrites freed bytes, so that a view kept past its pin shows up.
+func scribble(b []byte) {
+	for i := range b {
+		b[i] = 0xDD
+	}
+}
+
+// hasSlot reports whether s is a sealed slot.
+func (m *memTier) hasSlot(s Slot) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.sealed[s.Offset]
+	return ok && b.slot == s
 }
 
 func (m *memTier) Get(ctx context.Context, k Key, dst []byte) (Layout, []byte, error) {
@@ -125,10 +173,7 @@ func (m *memTier) Delete(ctx context.Context, k Key) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if b, ok := m.blocks[k]; ok {
-		// Scribble over the bytes so a view kept past its pin shows up.
-		for i := range b.data {
-			b.data[i] = 0xDD
-		}
+		scribble(b.data)
 		m.used -= int64(len(b.data))
 		delete(m.blocks, k)
 	}
@@ -142,7 +187,11 @@ func (m *memTier) Stats() TierStats {
 	for _, b := range m.blocks {
 		used += int64(len(b.data))
 	}
-	return TierStats{Name: m.name, CapacityBytes: m.cap, UsedBytes: used, ReservedBytes: m.used, Blocks: int64(len(m.blocks)), Corrupt: m.corrupt}
+	for _, b := range m.sealed {
+		used += int64(len(b.data))
+	}
+	return TierStats{Name: m.name, CapacityBytes: m.cap, UsedBytes: used, ReservedBytes: m.used,
+		Blocks: int64(len(m.blocks) + len(m.sealed)), Corrupt: m.corrupt}
 }
 
 func (m *memTier) Close() error {
@@ -176,6 +225,7 @@ func (m *memTier) Sync() error { return nil }
 // the recency lists hold exactly the entries with a copy at their level.
 // Call it only while the store is quiescent.
 func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
+	dramBlocks := 0
 	for si, sh := range s.shards {
 		sh.mu.RLock()
 		n := 0
@@ -224,6 +274,16 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 					sh.mu.RUnlock()
 					return fmt.Errorf("%v: copy bit %b is %v but on list %d is %v", k, bit, has, l, onList)
 				}
+				if bit == inDRAM && mt != nil {
+					if has && !mt.hasSlot(e.dram.slot()) {
+						sh.mu.RUnlock()
+						return fmt.Errorf("%v: DRAM slot %+v is not sealed in the arena", k, e.dram)
+					}
+					if has {
+						dramBlocks++
+					}
+					continue
+				}
 				if mt != nil && has != mt.has(k) {
 					sh.mu.RUnlock()
 					return fmt.Errorf("%v: index says %s copy %v, tier says %v", k, mt.name, has, !has)
@@ -245,6 +305,14 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 			}
 		}
 		sh.mu.RUnlock()
+	}
+	if mt := tiersByBit[inDRAM]; mt != nil {
+		mt.mu.Lock()
+		sealed, reserved := len(mt.sealed), len(mt.reserved)
+		mt.mu.Unlock()
+		if sealed != dramBlocks || reserved != 0 {
+			return fmt.Errorf("dram: %d slots sealed and %d reserved, the index holds %d DRAM copies", sealed, reserved, dramBlocks)
+		}
 	}
 	for _, mt := range tiersByBit {
 		if mt == nil {

@@ -45,7 +45,7 @@ func (s *Store) Stats() Stats {
 		st.PinnedBlocks += int64(sh.pinned)
 		sh.mu.RUnlock()
 	}
-	add := func(lvl Level, t Tier) {
+	add := func(lvl Level, t interface{ Stats() TierStats }) {
 		if t == nil {
 			return
 		}
@@ -101,7 +101,7 @@ func (s *Store) Close() error {
 			}
 		}
 	}
-	for _, t := range []Tier{s.hbm, s.dram, s.nvme} {
+	for _, t := range []interface{ Close() error }{s.hbm, s.dram, s.nvme} {
 		if t != nil {
 			if err := t.Close(); err != nil {
 				errs = append(errs, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,7 +241,7 @@ func (s *Store) Put(ctx context.Context, k Key, l Layout, data []byte, opts PutO
 	if done, err := s.putExisting(ctx, k, l, opts); done {
 		return err
 	}
-	slot, view, err := s.reserveDRAM(ctx, l)
+	slot, view, err := s.reserveDRAM(ctx, l.Size())
 	if err != nil {
 		return err
 	}
@@ -311,7 +312,7 @@ func (s *Store) Reserve(ctx context.Context, k Key, l Layout) (Reservation, erro
 	if err := s.checkPut(k, l, int(l.Size()), PutOptions{}); err != nil {
 		return Reservation{}, err
 	}
-	slot, view, err := s.reserveDRAM(ctx, l)
+	slot, view, err := s.reserveDRAM(ctx, l.Size())
 	if err != nil {
 		return Reservation{}, err
 	}
@@ -334,13 +335,13 @@ func (s *Store) Commit(ctx context.Context, r Reservation, opts PutOptions) erro
 // Abort frees a reservation that will not be committed.
 func (s *Store) Abort(r Reservation) error { return s.dram.Abort(r.Slot) }
 
-// reserveDRAM allocates a DRAM slot for l, evicting until one is free.
-func (s *Store) reserveDRAM(ctx context.Context, l Layout) (Slot, []byte, error) {
-	if l.Size() > s.dramCap {
-		return Slot{}, nil, fmt.Errorf("%w: block of %d bytes is larger than the DRAM tier (%d bytes)", ErrExhausted, l.Size(), s.dramCap)
+// reserveDRAM allocates a DRAM slot of n bytes, evicting until one is free.
+func (s *Store) reserveDRAM(ctx context.Context, n int64) (Slot, []byte, error) {
+	if n > s.dramCap || n > math.MaxUint32 {
+		return Slot{}, nil, fmt.Errorf("%w: block of %d bytes is larger than the DRAM tier can hold (%d bytes)", ErrExhausted, n, min(s.dramCap, math.MaxUint32))
 	}
 	for {
-		slot, view, err := s.dram.Reserve(l)
+		slot, view, err := s.dram.Alloc(n)
 		if err == nil {
 			return slot, view, nil
 		}
@@ -380,7 +381,7 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts Put
 			i = sh.findFP(k, fp)
 		}
 	}
-	if err := s.dram.Commit(k, l, slot); err != nil {
+	if err := s.dram.Seal(slot); err != nil {
 		s.unlock(sh)
 		_ = s.dram.Abort(slot)
 		s.unlinkParent(k, opts.Parent, linked)
@@ -397,6 +398,7 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts Put
 	}
 	e := sh.at(i)
 	e.layout = l
+	e.dram = refOf(slot)
 	sh.setWhere(i, e.where|inDRAM)
 	sh.touch(i, s.tick())
 	persisted := e.where&inNVMe != 0
@@ -542,16 +544,12 @@ func (s *Store) getDRAM(ctx context.Context, k Key) (Block, error) {
 	e := sh.at(i)
 	from := e.top()
 	if e.where&inDRAM != 0 {
-		l, slot, view, err := s.dram.View(k)
-		if err != nil {
-			sh.mu.Unlock()
-			return Block{}, fmt.Errorf("tiers: DRAM copy of %v: %w", k, err)
-		}
 		sh.pinUser(i)
 		sh.touch(i, s.tick())
 		sh.ctr.hits[from]++
+		b := s.dramBlock(k, e, from)
 		sh.mu.Unlock()
-		return Block{Key: k, Layout: l, Data: view, Slot: slot, From: from}, nil
+		return b, nil
 	}
 	// Only on NVMe: pin, so eviction leaves it alone, and promote.
 	sh.pinUser(i)
@@ -567,7 +565,7 @@ func (s *Store) getDRAM(ctx context.Context, k Key) (Block, error) {
 
 // promoteDRAM reads k from NVMe into a fresh DRAM slot. k is pinned by the caller.
 func (s *Store) promoteDRAM(ctx context.Context, k Key, l Layout) (Block, error) {
-	slot, view, err := s.reserveDRAM(ctx, l)
+	slot, view, err := s.reserveDRAM(ctx, l.Size())
 	if err != nil {
 		return Block{}, err
 	}
@@ -601,27 +599,30 @@ func (s *Store) promoteDRAM(ctx context.Context, k Key, l Layout) (Block, error)
 	e := sh.at(i)
 	if e.where&inDRAM != 0 {
 		// A concurrent Get promoted it first.
-		sh.mu.Unlock()
 		_ = s.dram.Abort(slot)
-		sh.mu.Lock()
-		l, slot, view, err = s.dram.View(k)
+		b := s.dramBlock(k, e, LevelNVMe)
 		sh.mu.Unlock()
-		if err != nil {
-			return Block{}, err
-		}
-		return Block{Key: k, Layout: l, Data: view, Slot: slot, From: LevelNVMe}, nil
+		return b, nil
 	}
-	if err := s.dram.Commit(k, l, slot); err != nil {
+	if err := s.dram.Seal(slot); err != nil {
 		sh.mu.Unlock()
 		_ = s.dram.Abort(slot)
 		return Block{}, err
 	}
+	e.dram = refOf(slot)
 	sh.setWhere(i, e.where|inDRAM)
 	sh.touch(i, s.tick())
 	sh.ctr.hits[LevelNVMe]++
 	sh.ctr.promotions[LevelDRAM]++
 	sh.mu.Unlock()
 	return Block{Key: k, Layout: l, Data: view, Slot: slot, From: LevelNVMe}, nil
+}
+
+// dramBlock describes entry e's DRAM copy as a Block. Caller holds the
+// shard lock and a pin on e.
+func (s *Store) dramBlock(k Key, e *entry, from Level) Block {
+	slot := e.dram.slot()
+	return Block{Key: k, Layout: e.layout, Data: s.dram.Bytes(slot), Slot: slot, From: from}
 }
 
 // promoteHBM copies a pinned DRAM block into HBM, evicting HBM copies as needed.
@@ -731,9 +732,10 @@ func (s *Store) dropCopies(sh *shard, i int32, bits uint8) {
 		sh.unlink(listHBM, i)
 	}
 	if bits&inDRAM != 0 && e.where&inDRAM != 0 {
-		if err := s.dram.Delete(ctx, k); err != nil {
-			s.log.Warn("tiers: deleting DRAM copy", "key", k.String(), "err", err)
+		if err := s.dram.Free(e.dram.slot()); err != nil {
+			s.log.Warn("tiers: freeing DRAM copy", "key", k.String(), "err", err)
 		}
+		e.dram = slotRef{}
 		sh.setWhere(i, e.where&^inDRAM)
 		sh.unlink(listDRAM, i)
 	}

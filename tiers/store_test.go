@@ -65,6 +65,15 @@ func (ts *testStore) check(t *testing.T) {
 }
 
 // newTestStore builds a store over memory tiers; a capacity of 0 leaves that tier out.
+// has reports whether the index records a copy of k in the tier of bit.
+func (ts *testStore) has(k Key, bit uint8) bool {
+	sh, fp := ts.locate(k)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	i := sh.findFP(k, fp)
+	return i != nilIdx && sh.at(i).where&bit != 0
+}
+
 func newTestStore(t testing.TB, dramBlocks, nvmeBlocks, hbmBlocks int) *testStore {
 	t.Helper()
 	ts := &testStore{dram: newMemTier("dram", int64(dramBlocks)*testBlock)}
@@ -460,7 +469,7 @@ func TestStoreHBMPromotionAndInclusiveEviction(t *testing.T) {
 	mustGet(t, ts.Store, k0, content(k0, testBlock, 0))
 	ts.Release(k0)
 	ts.Put(ctx, k2, testLayout, content(k2, testBlock, 0), PutOptions{})
-	if ts.hbm.has(k1) && !ts.dram.has(k1) {
+	if ts.hbm.has(k1) && !ts.has(k1, inDRAM) {
 		t.Fatal("HBM copy outlived its DRAM copy")
 	}
 	ts.check(t)

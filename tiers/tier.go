@@ -71,26 +71,32 @@ type Slot struct {
 	Gen    uint32 // bumped every time the region is handed out again
 }
 
-// HostTier is a Tier whose blocks live in host memory the caller can address:
-// the DRAM arena. The Store lands every block here and serves reads from it
-// without copying.
+// HostTier is the DRAM arena: host memory the caller can address, carved
+// into slots. The Store lands every block here and serves reads from it in
+// place. It keeps no key index of its own: the Store records each block's
+// slot in its index entry, so a block costs the Go heap nothing here.
 //
-// A view returned by Reserve or View is valid until the block is deleted
-// (or the reservation aborted); the Store guarantees that by never deleting a
-// pinned block. Never keep a view past Release.
+// A slot's life is Alloc → fill → Seal → … → Free, or Alloc → Abort. Bytes
+// of a slot are valid until it is freed or aborted; the Store guarantees
+// that for a block's readers by never freeing a pinned block. Never keep a
+// view past Release. Implementations are safe for concurrent use.
 type HostTier interface {
-	Tier
-	// Reserve allocates room for a block of layout l without making it
-	// visible. The caller fills the returned bytes, then calls Commit or
-	// Abort. ErrFull when there is no room.
-	Reserve(l Layout) (Slot, []byte, error)
-	// Commit makes a reserved slot visible as k, replacing any existing copy
-	// of k (whose slot is freed). A slot is committed at most once.
-	Commit(k Key, l Layout, s Slot) error
-	// Abort frees a reservation that will not be committed.
+	// Alloc reserves a slot of n bytes and returns it with its bytes. An
+	// error wrapping ErrFull means no room; it never evicts on its own.
+	Alloc(n int64) (Slot, []byte, error)
+	// Seal makes a reserved slot a held block, counted in Stats.
+	Seal(s Slot) error
+	// Abort frees a reservation that will not be sealed.
 	Abort(s Slot) error
-	// View returns k's bytes in place, with its layout and slot.
-	View(k Key) (Layout, Slot, []byte, error)
+	// Free frees a sealed block's slot.
+	Free(s Slot) error
+	// Bytes returns a reserved or sealed slot's bytes in place.
+	Bytes(s Slot) []byte
+	// Stats returns the arena's accounting: UsedBytes the sealed blocks'
+	// lengths, ReservedBytes what their slots and the reservations consume.
+	Stats() TierStats
+	// Close releases the arena. It is unusable afterwards.
+	Close() error
 }
 
 // Scanner is implemented by persistent tiers: Scan calls fn for every block

@@ -74,16 +74,12 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 	}
 	i := sh.findFP(k, fp)
 	e := sh.at(i)
-	l, _, view, err := s.dram.View(k)
-	if err != nil {
-		sh.mu.Unlock()
-		return err
-	}
+	l, view := e.layout, s.dram.Bytes(e.dram.slot())
 	e.pins++
 	e.saving = true
 	sh.mu.Unlock()
 
-	err = s.putNVMe(ctx, k, l, view)
+	err := s.putNVMe(ctx, k, l, view)
 
 	sh.mu.Lock()
 	i = sh.findFP(k, fp)

@@ -27,7 +27,8 @@ const (
 const (
 	stateFree      uint32 = 0
 	stateReserved  uint32 = 1
-	stateCommitted uint32 = 2
+	stateCommitted uint32 = 2 // a keyed block (Put, Commit), in the key index
+	stateSealed    uint32 = 3 // a slot-addressed block (Seal), in no index here
 	stateMask      uint32 = 3
 	genShift              = 2
 	maxGen                = 1<<(32-genShift) - 1

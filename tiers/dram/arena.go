@@ -39,6 +39,13 @@ type shard struct {
 	_      cpu.CacheLinePad
 }
 
+// counterPair counts the bytes and blocks of sealed slots.
+type counterPair struct {
+	used   atomic.Int64
+	blocks atomic.Int64
+	_      cpu.CacheLinePad
+}
+
 // Arena is the DRAM tier: one shared memory mapping carved into slots by size
 // class, with a key index. It implements tiers.HostTier and is safe for
 // concurrent use. See the package documentation for the design and caveats.
@@ -64,6 +71,7 @@ type Arena struct {
 	meta []atomic.Uint32
 
 	shards [nShards]shard
+	sealed [nShards]counterPair // accounting of sealed slots, by offset
 
 	classes []class // sorted by size; size/chunks/slots immutable, the rest under class.mu
 
@@ -392,8 +400,8 @@ func (a *Arena) Validate(s tiers.Slot) bool {
 func (a *Arena) Stats() tiers.TierStats {
 	st := tiers.TierStats{Name: a.name, CapacityBytes: a.size, ReservedBytes: a.largeReserved.Load()}
 	for i := range a.shards {
-		st.UsedBytes += a.shards[i].used.Load()
-		st.Blocks += a.shards[i].blocks.Load()
+		st.UsedBytes += a.shards[i].used.Load() + a.sealed[i].used.Load()
+		st.Blocks += a.shards[i].blocks.Load() + a.sealed[i].blocks.Load()
 	}
 	for i := range a.classes {
 		st.ReservedBytes += a.classes[i].reserved.Load()

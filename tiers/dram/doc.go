@@ -1,7 +1,14 @@
 // Package dram is kvtier's host-memory tier: one arena of shared memory,
-// allocated once in New, carved into slots by size class, with a key index.
-// It implements tiers.HostTier; the Store lands every block here and reads
-// from it in place.
+// allocated once in New, carved into slots by size class. It implements
+// tiers.HostTier, the slot-addressed contract the Store uses: Alloc → fill →
+// Seal → Free (or Abort), with Bytes for a slot's bytes in place. The Store
+// keeps each block's slot in its own index, so the arena holds nothing per
+// block on the Go heap.
+//
+// For standalone use the arena also has a keyed API with its own sharded
+// key index: Put, Get, View, Delete, and Reserve → Commit. Keyed blocks and
+// sealed slots are distinct states of a slot, so neither API can free the
+// other's blocks; Stats counts both.
 //
 // # What it owns
 //

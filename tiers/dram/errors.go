@@ -14,6 +14,8 @@ var (
 	// reservation (already committed, aborted, reused, or never handed out).
 	// It wraps tiers.ErrInvalid.
 	ErrNotReserved = fmt.Errorf("%w: dram: slot is not an outstanding reservation", tiers.ErrInvalid)
+	// ErrNotSealed: Free of a slot that is not a sealed block.
+	ErrNotSealed = fmt.Errorf("%w: dram: slot is not a sealed block", tiers.ErrInvalid)
 	// ErrTooLarge: the block is larger than the whole arena, so no amount of
 	// eviction makes room. It wraps tiers.ErrFull, so a caller that only knows
 	// the tier contract still evicts and then gives up; a caller that checks

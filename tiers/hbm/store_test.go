@@ -3,123 +3,12 @@ package hbm_test
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"sync"
 	"testing"
 
 	"github.com/kvtier/kvtier/tiers"
+	"github.com/kvtier/kvtier/tiers/dram"
 	"github.com/kvtier/kvtier/tiers/hbm"
 )
-
-// hostTier is a minimal tiers.HostTier over Go memory, standing in for the
-// DRAM arena so that the Store's use of HBM is tested on its own.
-type hostTier struct {
-	mu       sync.Mutex // protects the fields below
-	capacity int64
-	used     int64
-	next     int64
-	reserved map[int64]*hostBlock
-	blocks   map[tiers.Key]*hostBlock
-}
-
-type hostBlock struct {
-	l    tiers.Layout
-	slot tiers.Slot
-	data []byte
-}
-
-var _ tiers.HostTier = (*hostTier)(nil)
-
-func newHostTier(capacity int64) *hostTier {
-	return &hostTier{capacity: capacity, reserved: map[int64]*hostBlock{}, blocks: map[tiers.Key]*hostBlock{}}
-}
-
-func (h *hostTier) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte) error {
-	s, view, err := h.Reserve(l)
-	if err != nil {
-		return err
-	}
-	copy(view, data)
-	return h.Commit(k, l, s)
-}
-
-func (h *hostTier) Get(ctx context.Context, k tiers.Key, dst []byte) (tiers.Layout, []byte, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	b := h.blocks[k]
-	if b == nil {
-		return tiers.Layout{}, dst, tiers.ErrNotFound
-	}
-	return b.l, append(dst, b.data...), nil
-}
-
-func (h *hostTier) Delete(ctx context.Context, k tiers.Key) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if b := h.blocks[k]; b != nil {
-		h.used -= int64(len(b.data))
-		delete(h.blocks, k)
-	}
-	return nil
-}
-
-func (h *hostTier) Stats() tiers.TierStats {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return tiers.TierStats{Name: "dram", CapacityBytes: h.capacity, UsedBytes: h.used, ReservedBytes: h.used, Blocks: int64(len(h.blocks))}
-}
-
-func (h *hostTier) Close() error { return nil }
-
-func (h *hostTier) Reserve(l tiers.Layout) (tiers.Slot, []byte, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := l.Size()
-	if h.used+n > h.capacity {
-		return tiers.Slot{}, nil, fmt.Errorf("host: %w", tiers.ErrFull)
-	}
-	h.used += n
-	h.next++
-	b := &hostBlock{l: l, data: make([]byte, n), slot: tiers.Slot{Offset: h.next, Len: n, Gen: uint32(h.next)}}
-	h.reserved[b.slot.Offset] = b
-	return b.slot, b.data, nil
-}
-
-func (h *hostTier) Commit(k tiers.Key, l tiers.Layout, s tiers.Slot) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	b := h.reserved[s.Offset]
-	if b == nil {
-		return fmt.Errorf("%w: slot %d not reserved", tiers.ErrInvalid, s.Offset)
-	}
-	delete(h.reserved, s.Offset)
-	if old := h.blocks[k]; old != nil {
-		h.used -= int64(len(old.data))
-	}
-	b.l = l
-	h.blocks[k] = b
-	return nil
-}
-
-func (h *hostTier) Abort(s tiers.Slot) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if b := h.reserved[s.Offset]; b != nil {
-		h.used -= int64(len(b.data))
-		delete(h.reserved, s.Offset)
-	}
-	return nil
-}
-
-func (h *hostTier) View(k tiers.Key) (tiers.Layout, tiers.Slot, []byte, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	b := h.blocks[k]
-	if b == nil {
-		return tiers.Layout{}, tiers.Slot{}, nil, tiers.ErrNotFound
-	}
-	return b.l, b.slot, b.data, nil
-}
 
 // TestStorePromotesAndEvicts runs the Store over the HBM tier on the fake
 // device: Get with Promote: LevelHBM copies blocks into HBM; when HBM is
@@ -129,7 +18,11 @@ func TestStorePromotesAndEvicts(t *testing.T) {
 	const block = 256 << 10
 	e := newTier(t, 1<<20, hbm.WithChunkSize(1<<20)) // room for 4 blocks
 	ctx := context.Background()
-	st, err := tiers.Open(ctx, tiers.Config{DRAM: newHostTier(64 << 20), HBM: e.tier})
+	arena, err := dram.New(64<<20, dram.WithChunkSize(1<<20), dram.WithHugePages(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := tiers.Open(ctx, tiers.Config{DRAM: arena, HBM: e.tier})
 	if err != nil {
 		t.Fatal(err)
 	}
