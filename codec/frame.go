@@ -227,17 +227,11 @@ func Decode(dst []byte, frame []byte) (Layout, []byte, error) {
 // DecodeParallel is Decode on up to parallelism goroutines (quantized modes
 // split the block by layer, head and K/V). parallelism ≤ 1 is Decode.
 func DecodeParallel(dst []byte, frame []byte, parallelism int) (Layout, []byte, error) {
-	h, err := ParseHeader(frame)
+	h, err := Verify(frame)
 	if err != nil {
 		return Layout{}, dst, err
 	}
-	if len(frame) != h.FrameLen() {
-		return Layout{}, dst, fmt.Errorf("%w: frame is %d bytes, header says %d", ErrCorrupt, len(frame), h.FrameLen())
-	}
 	payload := frame[HeaderLen:]
-	if got := frameChecksum(frame, payload); got != h.Checksum {
-		return Layout{}, dst, fmt.Errorf("%w: checksum %08x, header says %08x", ErrCorrupt, got, h.Checksum)
-	}
 	start := len(dst)
 	dst, err = decodePayload(dst, h, payload, parallelism)
 	if err != nil {
@@ -247,6 +241,22 @@ func DecodeParallel(dst []byte, frame []byte, parallelism int) (Layout, []byte, 
 		return Layout{}, dst[:start], fmt.Errorf("%w: decoded %d bytes, header says %d", ErrCorrupt, len(dst)-start, h.RawLen)
 	}
 	return h.Layout, dst, nil
+}
+
+// Verify checks that frame is one whole frame whose checksum matches,
+// without decoding it, and returns its header. Errors wrap ErrCorrupt.
+func Verify(frame []byte) (Header, error) {
+	h, err := ParseHeader(frame)
+	if err != nil {
+		return h, err
+	}
+	if len(frame) != h.FrameLen() {
+		return h, fmt.Errorf("%w: frame is %d bytes, header says %d", ErrCorrupt, len(frame), h.FrameLen())
+	}
+	if got := frameChecksum(frame, frame[HeaderLen:]); got != h.Checksum {
+		return h, fmt.Errorf("%w: checksum %08x, header says %08x", ErrCorrupt, got, h.Checksum)
+	}
+	return h, nil
 }
 
 // grow extends b by n bytes, reallocating only when its capacity is short.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kvtier/kvtier/client"
+	"github.com/kvtier/kvtier/codec"
 	"github.com/kvtier/kvtier/daemon"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 	"github.com/kvtier/kvtier/tiers"
@@ -40,6 +41,8 @@ type envOptions struct {
 	token   string // the default client's token
 	opts    []daemon.Option
 	noArena bool
+	// dramCodec keeps DRAM blocks compressed in this mode (raw: not).
+	dramCodec codec.Mode
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -65,6 +68,9 @@ func startEnv(t testing.TB, o envOptions) *testEnv {
 		t.Fatal(err)
 	}
 	scfg := tiers.Config{DRAM: arena, Logger: discardLogger()}
+	if o.dramCodec != codec.Raw {
+		scfg.DRAMCodec = func(string) codec.Mode { return o.dramCodec }
+	}
 	if o.nvme {
 		nd := o.nvmeDir
 		if nd == "" {

@@ -35,6 +35,7 @@ type entry struct {
 	layout   Layout
 	dram     slotRef // the DRAM copy's slot, when where&inDRAM
 	where    uint8   // inHBM | inDRAM | inNVMe
+	packed   bool    // the DRAM copy is a codec frame (Config.DRAMCodec)
 	linked   bool    // parent's children count includes this entry
 	saving   bool    // a persist of this block to NVMe is in flight
 	pins     int32   // reader pins (Get) plus internal I/O pins
@@ -73,8 +74,9 @@ type shard struct {
 	nslab   int32     // entries handed out from the slab so far
 	freeIdx []int32
 	lru     [numLists]list
-	pending []parentRef // parents whose children count drops once mu is released
-	pinned  int         // entries with userPins > 0
+	pending []parentRef       // parents whose children count drops once mu is released
+	pinned  int               // entries with userPins > 0
+	staged  map[int32]slotRef // packed entries with readers → their decoded staging slot
 	ctr     counters
 }
 

@@ -134,6 +134,8 @@ func (m *memTier) Bytes(s Slot) []byte {
 	return nil
 }
 
+func (m *memTier) SlotSize(n int64) int64 { return n }
+
 // scribble overwrites freed bytes, so that a view kept past its pin shows up.
 func scribble(b []byte) {
 	for i := range b {
@@ -238,6 +240,10 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 				n++
 			}
 		}
+		if len(sh.staged) != 0 {
+			sh.mu.RUnlock()
+			return fmt.Errorf("shard %d: %d staging slots left with no reader", si, len(sh.staged))
+		}
 		pinned := 0
 		for i := int32(0); i < sh.nslab; i++ {
 			if e := sh.at(i); !e.free && e.userPins > 0 {
@@ -265,6 +271,10 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 			if e.where == 0 {
 				sh.mu.RUnlock()
 				return fmt.Errorf("%v: indexed with no copy", k)
+			}
+			if e.packed && e.where&inDRAM == 0 {
+				sh.mu.RUnlock()
+				return fmt.Errorf("%v: marked packed with no DRAM copy", k)
 			}
 			for l, bit := range bitOf {
 				mt := tiersByBit[bit]

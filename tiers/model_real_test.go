@@ -19,7 +19,9 @@ import (
 // a few blocks large, so eviction, demotion and promotion happen on most
 // operations; every result is checked against a model of what was stored.
 // (tiers' internal TestStoreModel does the same over in-memory tiers and
-// also checks the index against them.)
+// also checks the index against them.) Odd seeds keep DRAM compressed
+// (lossless) and give even keys compressible blocks, so frames move between
+// DRAM and NVMe (PutFrame) too.
 func TestStoreModelRealTiers(t *testing.T) {
 	l := tiers.Layout{DType: codec.FP16, Layers: 1, KVHeads: 2, HeadDim: 64, Tokens: 64} // 32 KiB
 	seeds := 6
@@ -27,7 +29,8 @@ func TestStoreModelRealTiers(t *testing.T) {
 		seeds = 2
 	}
 	for seed := range uint64(seeds) {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+		packed := seed%2 == 1
+		t.Run(fmt.Sprintf("seed=%d,packed=%v", seed, packed), func(t *testing.T) {
 			ctx := context.Background()
 			d, err := dram.New(4*64<<10, dram.WithChunkSize(64<<10)) // room for about 8 blocks
 			if err != nil {
@@ -37,7 +40,11 @@ func TestStoreModelRealTiers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, err := tiers.Open(ctx, tiers.Config{DRAM: d, NVMe: n, Shards: 4, Logger: quietLogger()})
+			cfg := tiers.Config{DRAM: d, NVMe: n, Shards: 4, Logger: quietLogger()}
+			if packed {
+				cfg.DRAMCodec = func(string) codec.Mode { return codec.Lossless }
+			}
+			s, err := tiers.Open(ctx, cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,7 +53,15 @@ func TestStoreModelRealTiers(t *testing.T) {
 			const keys = 24
 			stored := map[int]bool{}
 			held := map[int]int{}
-			content := func(i int) []byte { return crashBytesOf(i, int(l.Size())) }
+			content := func(i int) []byte {
+				b := crashBytesOf(i, int(l.Size()))
+				if packed && i%2 == 0 {
+					for j := 1; j < len(b); j += 2 {
+						b[j] &= 7
+					}
+				}
+				return b
+			}
 			for step := range 400 {
 				i := r.IntN(keys)
 				k := benchKey(i)

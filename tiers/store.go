@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/kvtier/kvtier/codec"
 )
 
 // Config configures a Store. Zero fields take defaults from EnsureDefaults.
@@ -32,6 +34,15 @@ type Config struct {
 	WriteBehindQueue int
 	// WriteBehindWorkers is the number of goroutines copying DRAM to NVMe. Default 2.
 	WriteBehindWorkers int
+	// DRAMCodec, when set, names the codec mode DRAM keeps each namespace's
+	// blocks in; codec.Raw (and a nil DRAMCodec) keeps them as they are.
+	// A compressed block takes a slot the size of its frame, and every Get
+	// decodes it into a staging slot that lives until the block's last
+	// reader releases it: capacity bought with decode time on each Get (and,
+	// in a quantized mode, with precision: Get returns the decoded values).
+	// A block whose frame would take no smaller a slot is kept raw.
+	DRAMCodec func(ns string) codec.Mode
+
 	// LeafScan is how many least-recently-used blocks eviction examines
 	// looking for a leaf of a prefix chain before it settles for a non-leaf. Default 64.
 	LeafScan int
@@ -241,12 +252,18 @@ func (s *Store) Put(ctx context.Context, k Key, l Layout, data []byte, opts PutO
 	if done, err := s.putExisting(ctx, k, l, opts); done {
 		return err
 	}
+	if slot, packed, err := s.pack(ctx, k, l, data); err != nil || packed {
+		if err != nil {
+			return err
+		}
+		return s.commit(ctx, k, l, slot, true, opts)
+	}
 	slot, view, err := s.reserveDRAM(ctx, l.Size())
 	if err != nil {
 		return err
 	}
 	copy(view, data)
-	return s.commit(ctx, k, l, slot, opts)
+	return s.commit(ctx, k, l, slot, false, opts)
 }
 
 func (s *Store) checkPut(k Key, l Layout, n int, opts PutOptions) error {
@@ -329,7 +346,16 @@ func (s *Store) Commit(ctx context.Context, r Reservation, opts PutOptions) erro
 		}
 		return err
 	}
-	return s.commit(ctx, r.Key, r.Layout, r.Slot, opts)
+	slot, packed, err := s.pack(ctx, r.Key, r.Layout, r.Data)
+	if err != nil {
+		_ = s.dram.Abort(r.Slot)
+		return err
+	}
+	if packed {
+		_ = s.dram.Abort(r.Slot)
+		return s.commit(ctx, r.Key, r.Layout, slot, true, opts)
+	}
+	return s.commit(ctx, r.Key, r.Layout, r.Slot, false, opts)
 }
 
 // Abort frees a reservation that will not be committed.
@@ -354,8 +380,9 @@ func (s *Store) reserveDRAM(ctx context.Context, n int64) (Slot, []byte, error) 
 	}
 }
 
-// commit publishes a filled DRAM slot as k.
-func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts PutOptions) error {
+// commit publishes a filled DRAM slot as k: the block's bytes, or its
+// frame when packed.
+func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, packed bool, opts PutOptions) error {
 	linked := s.linkParent(k, opts.Parent)
 	sh, fp := s.locate(k)
 	sh.mu.Lock()
@@ -398,7 +425,7 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, opts Put
 	}
 	e := sh.at(i)
 	e.layout = l
-	e.dram = refOf(slot)
+	e.dram, e.packed = refOf(slot), packed
 	sh.setWhere(i, e.where|inDRAM)
 	sh.touch(i, s.tick())
 	persisted := e.where&inNVMe != 0
@@ -543,17 +570,32 @@ func (s *Store) getDRAM(ctx context.Context, k Key) (Block, error) {
 	}
 	e := sh.at(i)
 	from := e.top()
-	if e.where&inDRAM != 0 {
-		sh.pinUser(i)
-		sh.touch(i, s.tick())
-		sh.ctr.hits[from]++
-		b := s.dramBlock(k, e, from)
-		sh.mu.Unlock()
-		return b, nil
-	}
-	// Only on NVMe: pin, so eviction leaves it alone, and promote.
+	// Pin first, so that eviction leaves the block alone while it is read.
 	sh.pinUser(i)
 	l := e.layout
+	if e.where&inDRAM != 0 {
+		sh.touch(i, s.tick())
+		sh.ctr.hits[from]++
+		if !e.packed {
+			b := s.dramBlock(k, e, from)
+			sh.mu.Unlock()
+			return b, nil
+		}
+		if st, ok := sh.staged[i]; ok {
+			b := stagedBlock(k, l, st, s.dram, from)
+			sh.mu.Unlock()
+			return b, nil
+		}
+		frame := s.dram.Bytes(e.dram.slot()) // stays put while pinned
+		sh.mu.Unlock()
+		b, err := s.unpack(ctx, k, l, frame, from)
+		if err != nil {
+			s.unpin(k, true)
+			return Block{}, err
+		}
+		return b, nil
+	}
+	// Only on NVMe: promote.
 	sh.mu.Unlock()
 	b, err := s.promoteDRAM(ctx, k, l)
 	if err != nil {
@@ -563,59 +605,163 @@ func (s *Store) getDRAM(ctx context.Context, k Key) (Block, error) {
 	return b, nil
 }
 
-// promoteDRAM reads k from NVMe into a fresh DRAM slot. k is pinned by the caller.
+// promoteDRAM reads k from NVMe into DRAM. k is pinned by the caller.
 func (s *Store) promoteDRAM(ctx context.Context, k Key, l Layout) (Block, error) {
-	slot, view, err := s.reserveDRAM(ctx, l.Size())
+	var (
+		p   promotion
+		err error
+	)
+	if ft, ok := s.nvme.(FrameTier); ok && s.dramMode(k.Namespace) != codec.Raw {
+		p, err = s.readFrame(ctx, ft, k, l)
+	} else {
+		p, err = s.readBlock(ctx, k, l)
+	}
 	if err != nil {
 		return Block{}, err
+	}
+	return s.land(k, l, p)
+}
+
+// promotion is a block read from NVMe into DRAM, not yet in the index: its
+// decoded bytes in the reserved slot raw, and, when packed, its frame in the
+// reserved slot frame.
+type promotion struct {
+	raw    Slot
+	view   []byte
+	frame  Slot
+	packed bool
+}
+
+func (p promotion) abort(d HostTier) {
+	_ = d.Abort(p.raw)
+	if p.packed {
+		_ = d.Abort(p.frame)
+	}
+}
+
+// readBlock reads k's decoded bytes from NVMe into a fresh DRAM slot, and
+// packs them when k's namespace keeps DRAM compressed.
+func (s *Store) readBlock(ctx context.Context, k Key, l Layout) (promotion, error) {
+	slot, view, err := s.reserveDRAM(ctx, l.Size())
+	if err != nil {
+		return promotion{}, err
 	}
 	got, data, err := s.nvme.Get(ctx, k, view[:0])
 	mismatch := err == nil && (got != l || len(data) != len(view) || (len(data) > 0 && &data[0] != &view[0]))
 	if mismatch {
 		err = fmt.Errorf("%w: NVMe copy of %v has layout %v, index says %v", ErrCorrupt, k, got, l)
 	}
-	sh, fp := s.locate(k)
 	if err != nil {
 		_ = s.dram.Abort(slot)
-		if !errors.Is(err, ErrNotFound) && !IsCorruption(err) {
-			return Block{}, err
-		}
-		sh.mu.Lock()
-		if i := sh.findFP(k, fp); i != nilIdx {
-			if mismatch {
-				sh.ctr.corrupt++ // the tier counts the checksum failures it finds
-			}
-			if IsCorruption(err) {
-				s.log.Warn("tiers: corrupt NVMe copy removed", "key", k.String(), "err", err)
-			}
-			sh.ctr.misses++
-			s.dropCopies(sh, i, inNVMe)
-		}
-		s.unlock(sh)
-		return Block{}, fmt.Errorf("%w: %v (NVMe copy unusable: %v)", ErrNotFound, k, err)
+		return promotion{}, s.nvmeReadFailed(k, err, mismatch)
 	}
+	p := promotion{raw: slot, view: view}
+	if p.frame, p.packed, err = s.pack(ctx, k, l, view); err != nil {
+		_ = s.dram.Abort(slot)
+		return promotion{}, err
+	}
+	return p, nil
+}
+
+// readFrame reads k's frame from NVMe as it is and decodes it into a fresh
+// DRAM slot; the frame itself is kept as the DRAM copy when its slot is
+// smaller, so a block's values do not drift through repeated encoding.
+func (s *Store) readFrame(ctx context.Context, ft FrameTier, k Key, l Layout) (promotion, error) {
+	bp := frameBuf(0)
+	defer frameBufs.Put(bp)
+	got, frame, err := ft.GetFrame(ctx, k, (*bp)[:0])
+	*bp = frame[:0]
+	mismatch := err == nil && got != l
+	if mismatch {
+		err = fmt.Errorf("%w: NVMe copy of %v has layout %v, index says %v", ErrCorrupt, k, got, l)
+	}
+	if err != nil {
+		return promotion{}, s.nvmeReadFailed(k, err, mismatch)
+	}
+	slot, view, err := s.reserveDRAM(ctx, l.Size())
+	if err != nil {
+		return promotion{}, err
+	}
+	if _, out, err := codec.Decode(view[:0], frame); err != nil || len(out) != len(view) || &out[0] != &view[0] {
+		_ = s.dram.Abort(slot)
+		if err == nil {
+			err = fmt.Errorf("%w: frame of %v decodes to %d bytes", ErrCorrupt, k, len(out))
+		}
+		return promotion{}, s.nvmeReadFailed(k, fmt.Errorf("%w: %w", ErrCorrupt, err), true)
+	}
+	p := promotion{raw: slot, view: view}
+	if s.dram.SlotSize(int64(len(frame))) < s.dram.SlotSize(l.Size()) {
+		fs, fview, err := s.reserveDRAM(ctx, int64(len(frame)))
+		if err != nil {
+			_ = s.dram.Abort(slot)
+			return promotion{}, err
+		}
+		copy(fview, frame)
+		p.frame, p.packed = fs, true
+	}
+	return p, nil
+}
+
+// nvmeReadFailed handles a failed read of k's NVMe copy: a missing or
+// damaged copy is dropped from the index (counted as corrupt when the tier
+// did not count it: mismatch) and reported as ErrNotFound.
+func (s *Store) nvmeReadFailed(k Key, err error, mismatch bool) error {
+	if !errors.Is(err, ErrNotFound) && !IsCorruption(err) {
+		return err
+	}
+	sh, fp := s.locate(k)
 	sh.mu.Lock()
+	if i := sh.findFP(k, fp); i != nilIdx {
+		if mismatch {
+			sh.ctr.corrupt++ // the tier counts the checksum failures it finds
+		}
+		if IsCorruption(err) {
+			s.log.Warn("tiers: corrupt NVMe copy removed", "key", k.String(), "err", err)
+		}
+		sh.ctr.misses++
+		s.dropCopies(sh, i, inNVMe)
+	}
+	s.unlock(sh)
+	return fmt.Errorf("%w: %v (NVMe copy unusable: %v)", ErrNotFound, k, err)
+}
+
+// land makes a promotion k's DRAM copy and returns the block: the frame,
+// with the decoded bytes as this reader's staging slot, when packed; the
+// decoded bytes otherwise. k is pinned by the caller.
+func (s *Store) land(k Key, l Layout, p promotion) (Block, error) {
+	sh, fp := s.locate(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	i := sh.findFP(k, fp) // pinned, so still present
 	e := sh.at(i)
 	if e.where&inDRAM != 0 {
-		// A concurrent Get promoted it first.
-		_ = s.dram.Abort(slot)
-		b := s.dramBlock(k, e, LevelNVMe)
-		sh.mu.Unlock()
-		return b, nil
+		// A concurrent Get or Put landed a DRAM copy first.
+		if p.packed {
+			_ = s.dram.Abort(p.frame)
+		}
+		if !e.packed {
+			_ = s.dram.Abort(p.raw)
+			return s.dramBlock(k, e, LevelNVMe), nil
+		}
+		return s.stage(sh, i, k, p.raw, LevelNVMe), nil
 	}
-	if err := s.dram.Seal(slot); err != nil {
-		sh.mu.Unlock()
-		_ = s.dram.Abort(slot)
+	dst := p.raw
+	if p.packed {
+		dst = p.frame
+	}
+	if err := s.dram.Seal(dst); err != nil {
+		p.abort(s.dram)
 		return Block{}, err
 	}
-	e.dram = refOf(slot)
+	e.dram, e.packed = refOf(dst), p.packed
 	sh.setWhere(i, e.where|inDRAM)
 	sh.touch(i, s.tick())
 	sh.ctr.hits[LevelNVMe]++
 	sh.ctr.promotions[LevelDRAM]++
-	sh.mu.Unlock()
-	return Block{Key: k, Layout: l, Data: view, Slot: slot, From: LevelNVMe}, nil
+	if p.packed {
+		return s.stage(sh, i, k, p.raw, LevelNVMe), nil
+	}
+	return Block{Key: k, Layout: l, Data: p.view, Slot: p.raw, From: LevelNVMe}, nil
 }
 
 // dramBlock describes entry e's DRAM copy as a Block. Caller holds the
@@ -672,6 +818,7 @@ func (s *Store) unpin(k Key, user bool) error {
 		e.userPins--
 		if e.userPins == 0 {
 			sh.pinned--
+			s.unstage(sh, i)
 		}
 	}
 	if e.pins == 0 && e.where == 0 {
@@ -735,7 +882,7 @@ func (s *Store) dropCopies(sh *shard, i int32, bits uint8) {
 		if err := s.dram.Free(e.dram.slot()); err != nil {
 			s.log.Warn("tiers: freeing DRAM copy", "key", k.String(), "err", err)
 		}
-		e.dram = slotRef{}
+		e.dram, e.packed = slotRef{}, false
 		sh.setWhere(i, e.where&^inDRAM)
 		sh.unlink(listDRAM, i)
 	}

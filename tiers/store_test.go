@@ -64,7 +64,18 @@ func (ts *testStore) check(t *testing.T) {
 	t.Fatal(err)
 }
 
-// newTestStore builds a store over memory tiers; a capacity of 0 leaves that tier out.
+// dramSlot returns k's DRAM slot and whether it holds a frame.
+func (ts *testStore) dramSlot(k Key) (Slot, bool) {
+	sh, fp := ts.locate(k)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	i := sh.findFP(k, fp)
+	if i == nilIdx {
+		return Slot{}, false
+	}
+	return sh.at(i).dram.slot(), sh.at(i).packed
+}
+
 // has reports whether the index records a copy of k in the tier of bit.
 func (ts *testStore) has(k Key, bit uint8) bool {
 	sh, fp := ts.locate(k)
@@ -74,10 +85,15 @@ func (ts *testStore) has(k Key, bit uint8) bool {
 	return i != nilIdx && sh.at(i).where&bit != 0
 }
 
-func newTestStore(t testing.TB, dramBlocks, nvmeBlocks, hbmBlocks int) *testStore {
+// newTestStore builds a store over memory tiers; a capacity of 0 leaves that
+// tier out. opts adjust the configuration.
+func newTestStore(t testing.TB, dramBlocks, nvmeBlocks, hbmBlocks int, opts ...func(*Config)) *testStore {
 	t.Helper()
 	ts := &testStore{dram: newMemTier("dram", int64(dramBlocks)*testBlock)}
 	cfg := Config{DRAM: ts.dram, Shards: 4, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if nvmeBlocks > 0 {
 		ts.nvme = newMemTier("nvme", int64(nvmeBlocks)*testBlock)
 		cfg.NVMe = ts.nvme
@@ -504,18 +520,44 @@ func TestStoreReplaceWithOtherLayout(t *testing.T) {
 // bytes put under its key or not-found, never other bytes; deleted blocks
 // stay gone; pinned views never change; the index agrees with the tiers.
 func TestStoreModel(t *testing.T) {
-	for _, cfg := range []struct{ dram, nvme, hbm int }{{3, 0, 0}, {2, 5, 0}, {4, 6, 2}, {1, 1, 0}} {
-		t.Run(fmt.Sprintf("dram=%d,nvme=%d,hbm=%d", cfg.dram, cfg.nvme, cfg.hbm), func(t *testing.T) {
+	for _, cfg := range []struct {
+		dram, nvme, hbm int
+		packed          bool
+	}{{3, 0, 0, false}, {2, 5, 0, false}, {4, 6, 2, false}, {1, 1, 0, false}, {3, 0, 0, true}, {2, 5, 0, true}, {4, 6, 2, true}} {
+		t.Run(fmt.Sprintf("dram=%d,nvme=%d,hbm=%d,packed=%v", cfg.dram, cfg.nvme, cfg.hbm, cfg.packed), func(t *testing.T) {
+			staged := 0
 			for seed := range uint64(20) {
-				runModel(t, seed, cfg.dram, cfg.nvme, cfg.hbm)
+				staged += runModel(t, seed, cfg.dram, cfg.nvme, cfg.hbm, cfg.packed)
+			}
+			if cfg.packed && staged == 0 {
+				t.Fatal("no Get was served from a compressed DRAM copy")
 			}
 		})
 	}
 }
 
-func runModel(t *testing.T, seed uint64, dramBlocks, nvmeBlocks, hbmBlocks int) {
+// modelContent is the model's block content. With packed, the even keys'
+// blocks compress (their high bytes take few values), so a lossless DRAM
+// codec keeps them as frames, and the odd keys' blocks stay raw.
+func modelContent(i int, k Key, salt byte, packed bool) []byte {
+	b := content(k, testBlock, salt)
+	if packed && i%2 == 0 {
+		for j := 1; j < len(b); j += 2 {
+			b[j] &= 7
+		}
+	}
+	return b
+}
+
+// runModel runs one seed and returns how many Gets were decoded from a
+// compressed DRAM copy.
+func runModel(t *testing.T, seed uint64, dramBlocks, nvmeBlocks, hbmBlocks int, packed bool) (staged int) {
 	ctx := context.Background()
-	ts := newTestStore(t, dramBlocks, nvmeBlocks, hbmBlocks)
+	ts := newTestStore(t, dramBlocks, nvmeBlocks, hbmBlocks, func(c *Config) {
+		if packed {
+			c.DRAMCodec = func(string) codec.Mode { return codec.Lossless }
+		}
+	})
 	r := rand.New(rand.NewPCG(seed, 42))
 	const keys = 8
 	salt := map[int]byte{}      // model: the salt of the last successful put per key
@@ -530,7 +572,7 @@ func runModel(t *testing.T, seed uint64, dramBlocks, nvmeBlocks, hbmBlocks int) 
 			if old, ok := salt[i]; ok {
 				sv = old // content-addressed: a key's bytes never change
 			}
-			err := ts.Put(ctx, k, testLayout, content(k, testBlock, sv), PutOptions{Durable: nvmeBlocks > 0 && r.IntN(4) == 0})
+			err := ts.Put(ctx, k, testLayout, modelContent(i, k, sv, packed), PutOptions{Durable: nvmeBlocks > 0 && r.IntN(4) == 0})
 			switch {
 			case err == nil:
 				salt[i] = sv
@@ -554,8 +596,14 @@ func runModel(t *testing.T, seed uint64, dramBlocks, nvmeBlocks, hbmBlocks int) 
 				continue
 			}
 			sv, ok := salt[i]
-			if !ok || !bytes.Equal(b.Data, content(k, testBlock, sv)) {
+			if !ok || !bytes.Equal(b.Data, modelContent(i, k, sv, packed)) {
 				t.Fatalf("seed %d step %d: get %d returned bytes that were never put (known=%v)", seed, step, i, ok)
+			}
+			if ds, isPacked := ts.dramSlot(k); isPacked {
+				if b.Slot == ds {
+					t.Fatalf("seed %d step %d: get %d of a compressed block returned the frame's slot", seed, step, i)
+				}
+				staged++
 			}
 			if r.IntN(2) == 0 && npins < dramBlocks {
 				pinned[i] = append(pinned[i], b)
@@ -566,7 +614,7 @@ func runModel(t *testing.T, seed uint64, dramBlocks, nvmeBlocks, hbmBlocks int) 
 		case op < 8: // release a held pin
 			if bs := pinned[i]; len(bs) > 0 {
 				b := bs[len(bs)-1]
-				if !bytes.Equal(b.Data, content(k, testBlock, salt[i])) {
+				if !bytes.Equal(b.Data, modelContent(i, k, salt[i], packed)) {
 					t.Fatalf("seed %d step %d: pinned view of %d changed", seed, step, i)
 				}
 				pinned[i] = bs[:len(bs)-1]
@@ -608,6 +656,7 @@ func runModel(t *testing.T, seed uint64, dramBlocks, nvmeBlocks, hbmBlocks int) 
 		}
 	}
 	ts.check(t)
+	return staged
 }
 
 // TestStoreConcurrent hammers one store from many goroutines under -race.

@@ -92,6 +92,9 @@ type HostTier interface {
 	Free(s Slot) error
 	// Bytes returns a reserved or sealed slot's bytes in place.
 	Bytes(s Slot) []byte
+	// SlotSize returns the bytes a block of n bytes takes (its slot), or 0
+	// when it can never fit.
+	SlotSize(n int64) int64
 	// Stats returns the arena's accounting: UsedBytes the sealed blocks'
 	// lengths, ReservedBytes what their slots and the reservations consume.
 	Stats() TierStats
@@ -104,6 +107,19 @@ type HostTier interface {
 // visited oldest write first where the tier knows the order.
 type Scanner interface {
 	Scan(ctx context.Context, fn func(k Key, l Layout, size int64) error) error
+}
+
+// FrameTier is implemented by tiers that store codec frames (NVMe). Blocks
+// that DRAM keeps compressed move between DRAM and such a tier as frames,
+// never decoded and encoded again (which, in a lossy mode, would drift).
+type FrameTier interface {
+	// PutFrame stores frame, a complete codec frame of k's block, as it is.
+	// A frame that fails its checksum is ErrInvalid; capacity errors are as
+	// for Put.
+	PutFrame(ctx context.Context, k Key, frame []byte) error
+	// GetFrame appends k's frame, its checksum verified, to dst and returns
+	// the block's layout and the extended slice. Errors are as for Get.
+	GetFrame(ctx context.Context, k Key, dst []byte) (Layout, []byte, error)
 }
 
 // Syncer is implemented by persistent tiers: Sync returns once every Put that

@@ -74,12 +74,12 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 	}
 	i := sh.findFP(k, fp)
 	e := sh.at(i)
-	l, view := e.layout, s.dram.Bytes(e.dram.slot())
+	l, view, packed := e.layout, s.dram.Bytes(e.dram.slot()), e.packed
 	e.pins++
 	e.saving = true
 	sh.mu.Unlock()
 
-	err := s.putNVMe(ctx, k, l, view)
+	err := s.putNVMe(ctx, k, l, view, packed)
 
 	sh.mu.Lock()
 	i = sh.findFP(k, fp)
@@ -98,10 +98,23 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 	return err
 }
 
-// putNVMe writes a block to NVMe, evicting NVMe copies until it fits.
-func (s *Store) putNVMe(ctx context.Context, k Key, l Layout, data []byte) error {
+// putNVMe writes a block to NVMe, evicting NVMe copies until it fits. When
+// packed, data is the block's frame: stored as it is on a FrameTier,
+// decoded first for any other tier.
+func (s *Store) putNVMe(ctx context.Context, k Key, l Layout, data []byte, packed bool) error {
+	put := func() error { return s.nvme.Put(ctx, k, l, data) }
+	if ft, ok := s.nvme.(FrameTier); ok && packed {
+		put = func() error { return ft.PutFrame(ctx, k, data) }
+	} else if packed {
+		raw, done, err := decodeScratch(data, l)
+		defer done()
+		if err != nil {
+			return fmt.Errorf("%w: compressed DRAM copy of %v: %w", ErrCorrupt, k, err)
+		}
+		put = func() error { return s.nvme.Put(ctx, k, l, raw) }
+	}
 	for {
-		err := s.nvme.Put(ctx, k, l, data)
+		err := put()
 		if err == nil || !errors.Is(err, ErrFull) || errors.Is(err, ErrExhausted) {
 			return err // ErrExhausted: larger than the tier; no eviction helps
 		}

@@ -169,6 +169,7 @@ type serveFlags struct {
 	nvmeDir    string
 	nvmeBytes  byteSize
 	nvmeCodec  codecModes
+	dramCodec  codecModes
 	hbm        string
 	hbmBytes   byteSize
 	hbmFrac    float64
@@ -190,6 +191,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	f.dramBytes = byteSize(defaultDRAMBytes())
 	f.nvmeBytes = defaultNVMeCap
 	f.maxMsg = daemon.DefaultMaxMessageBytes
+	f.nvmeCodec.fallback = codec.Lossless
+	f.dramCodec.fallback = codec.Raw
 	fs.StringVar(&f.cfg.Socket, "socket", defaultSocket(), "Unix socket to listen on (\"\" for none); offers the shared-memory data plane")
 	fs.Var(&f.socketMode, "socket-mode", "permission bits of the Unix socket (octal)")
 	fs.StringVar(&f.cfg.Addr, "addr", "", "TCP address to listen on, host:port (\"\" for none); needs --tls-cert/--tls-key or --insecure")
@@ -201,6 +204,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.cfg.MetricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, "HTTP address of the Prometheus /metrics endpoint (\"\" disables it)")
 	fs.Var(&f.dramBytes, "dram-bytes", "DRAM tier capacity (default min(25% of RAM, 4GiB))")
 	fs.BoolVar(&f.prefault, "dram-prefault", false, "allocate every DRAM page at start")
+	fs.Var(&f.dramCodec, "dram-codec", "keep DRAM blocks compressed: a mode (raw, lossless, int8, int4, int3, int2) for every namespace, then optional ns=mode overrides, comma-separated; each Get decodes (default raw: uncompressed)")
 	fs.StringVar(&f.nvmeDir, "nvme-dir", defaultNVMeDir, "NVMe tier directory (\"\" for no NVMe tier)")
 	fs.Var(&f.nvmeBytes, "nvme-bytes", "NVMe tier capacity")
 	fs.Var(&f.nvmeCodec, "nvme-codec", "codec of NVMe copies: a mode (raw, lossless, int8, int4, int3, int2) for every namespace, then optional ns=mode overrides, comma-separated (default lossless)")
@@ -286,6 +290,9 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		return fmt.Errorf("DRAM tier: %w", err)
 	}
 	cfg := tiers.Config{DRAM: arena, Logger: log}
+	if f.dramCodec.set {
+		cfg.DRAMCodec = f.dramCodec.modeOf
+	}
 	closeAll := func() { _ = arena.Close() }
 	if f.nvmeDir != "" {
 		nv, err := nvme.Open(f.nvmeDir, int64(f.nvmeBytes), nvme.WithLogger(log, slog.LevelWarn), nvme.WithCodecMode(f.nvmeCodec.modeOf))
@@ -379,17 +386,21 @@ func openHBM(arena *dram.Arena, capacity int64, fraction float64, log *slog.Logg
 	return h, nil
 }
 
-// codecModes is the --nvme-codec setting: a default mode and per-namespace
-// overrides, e.g. "lossless,llama-70b=int4".
+// codecModes is a --nvme-codec or --dram-codec setting: a default mode and
+// per-namespace overrides, e.g. "lossless,llama-70b=int4".
 type codecModes struct {
-	def   codec.Mode
-	set   bool
-	perNS map[string]codec.Mode
+	fallback codec.Mode // every namespace's mode until Set
+	def      codec.Mode
+	set      bool
+	perNS    map[string]codec.Mode
 }
 
 func (c *codecModes) String() string {
 	if c == nil || !c.set {
-		return codec.Lossless.String()
+		if c == nil {
+			return codec.Raw.String()
+		}
+		return c.fallback.String()
 	}
 	parts := []string{c.def.String()}
 	for ns, m := range c.perNS {
@@ -400,7 +411,7 @@ func (c *codecModes) String() string {
 }
 
 func (c *codecModes) Set(v string) error {
-	c.def, c.set, c.perNS = codec.Lossless, true, nil
+	c.def, c.set, c.perNS = c.fallback, true, nil
 	for i, part := range strings.Split(v, ",") {
 		part = strings.TrimSpace(part)
 		ns, name, override := strings.Cut(part, "=")
@@ -429,13 +440,13 @@ func (c *codecModes) Set(v string) error {
 	return nil
 }
 
-// modeOf is the NVMe tier's per-namespace codec choice.
+// modeOf is the per-namespace codec choice.
 func (c *codecModes) modeOf(ns string) codec.Mode {
 	if m, ok := c.perNS[ns]; ok {
 		return m
 	}
 	if !c.set {
-		return codec.Lossless
+		return c.fallback
 	}
 	return c.def
 }

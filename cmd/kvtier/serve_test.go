@@ -98,24 +98,29 @@ func TestDefaultDRAMBytes(t *testing.T) {
 	}
 }
 
-func TestNVMeCodecFlag(t *testing.T) {
+// TestCodecFlags covers --nvme-codec (default lossless) and --dram-codec
+// (default raw).
+func TestCodecFlags(t *testing.T) {
 	cases := []struct {
 		name, in string
+		fallback codec.Mode
 		wantErr  bool
 		modes    map[string]codec.Mode // namespace → mode
 	}{
-		{"unset default", "", false, map[string]codec.Mode{"any": codec.Lossless}},
-		{"one mode", "raw", false, map[string]codec.Mode{"any": codec.Raw}},
-		{"overrides", "lossless,llama/70b=int4, tiny=int8", false,
+		{"nvme unset default", "", codec.Lossless, false, map[string]codec.Mode{"any": codec.Lossless}},
+		{"dram unset default", "", codec.Raw, false, map[string]codec.Mode{"any": codec.Raw}},
+		{"one mode", "raw", codec.Lossless, false, map[string]codec.Mode{"any": codec.Raw}},
+		{"overrides", "lossless,llama/70b=int4, tiny=int8", codec.Lossless, false,
 			map[string]codec.Mode{"any": codec.Lossless, "llama/70b": codec.Int4, "tiny": codec.Int8}},
-		{"only overrides", "m=int3", false, map[string]codec.Mode{"m": codec.Int3, "other": codec.Lossless}},
-		{"unknown mode", "zstd", true, nil},
-		{"bad namespace", "lossless,a b=int4", true, nil},
-		{"bare mode after first", "lossless,int4", true, nil},
+		{"nvme only overrides", "m=int3", codec.Lossless, false, map[string]codec.Mode{"m": codec.Int3, "other": codec.Lossless}},
+		{"dram only overrides", "m=int8", codec.Raw, false, map[string]codec.Mode{"m": codec.Int8, "other": codec.Raw}},
+		{"unknown mode", "zstd", codec.Lossless, true, nil},
+		{"bad namespace", "lossless,a b=int4", codec.Lossless, true, nil},
+		{"bare mode after first", "lossless,int4", codec.Lossless, true, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var c codecModes
+			c := codecModes{fallback: tc.fallback}
 			if tc.in != "" {
 				err := c.Set(tc.in)
 				if (err != nil) != tc.wantErr {

@@ -218,6 +218,36 @@ func (t *Tier) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte
 	if err != nil {
 		return fmt.Errorf("%w: nvme: put %v: encode: %w", tiers.ErrInvalid, k, err)
 	}
+	return t.put(ctx, k, l, mode, frame)
+}
+
+var _ tiers.FrameTier = (*Tier)(nil)
+
+// PutFrame stores frame, an encoded block (codec.Encode), under k as it is,
+// whatever the namespace's mode: the Store persists blocks that DRAM keeps
+// compressed this way. A frame that fails its checksum is tiers.ErrInvalid;
+// otherwise it behaves as Put.
+func (t *Tier) PutFrame(ctx context.Context, k tiers.Key, frame []byte) error {
+	if err := t.enter(); err != nil {
+		return err
+	}
+	defer t.opsMu.RUnlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := k.Validate(); err != nil {
+		return err
+	}
+	h, err := codec.Verify(frame)
+	if err != nil {
+		return fmt.Errorf("%w: nvme: put frame %v: %w", tiers.ErrInvalid, k, err)
+	}
+	return t.put(ctx, k, h.Layout, h.Mode, frame)
+}
+
+// put stores frame, holding a block of layout l in mode, under k. Caller
+// is inside enter.
+func (t *Tier) put(ctx context.Context, k tiers.Key, l tiers.Layout, mode codec.Mode, frame []byte) error {
 	n := int64(len(frame))
 	if n > t.capacity || n > t.maxFrame {
 		return fmt.Errorf("%w: %w: nvme: frame of %d bytes exceeds capacity %d or the largest frame %d",
@@ -249,7 +279,7 @@ func (t *Tier) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte
 	t.nextSeq++
 	t.mu.Unlock()
 
-	err = ctx.Err()
+	err := ctx.Err()
 	if err == nil {
 		meta := appendMeta(make([]byte, 0, metaLen), blockMeta{mode: mode, layout: l, frameLen: uint32(n)})
 		ops := make([]op, 2, 3)
@@ -284,6 +314,17 @@ func (t *Tier) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte
 // reported as an error wrapping tiers.ErrCorrupt; its bytes are never
 // returned. On error dst is returned unchanged.
 func (t *Tier) Get(ctx context.Context, k tiers.Key, dst []byte) (tiers.Layout, []byte, error) {
+	return t.get(ctx, k, dst, true)
+}
+
+// GetFrame verifies k's frame as Get does and appends it to dst as it is,
+// undecoded, with the block's layout. Errors are as for Get.
+func (t *Tier) GetFrame(ctx context.Context, k tiers.Key, dst []byte) (tiers.Layout, []byte, error) {
+	return t.get(ctx, k, dst, false)
+}
+
+// get is Get (decode) or GetFrame.
+func (t *Tier) get(ctx context.Context, k tiers.Key, dst []byte, decode bool) (tiers.Layout, []byte, error) {
 	if err := t.enter(); err != nil {
 		return tiers.Layout{}, dst, err
 	}
@@ -315,7 +356,7 @@ func (t *Tier) Get(ctx context.Context, k tiers.Key, dst []byte) (tiers.Layout, 
 		err     error
 	)
 	for range 3 {
-		l, out, version, err = t.readFrame(bk, dst)
+		l, out, version, err = t.readFrame(bk, dst, decode)
 		if err == nil {
 			return l, out, nil
 		}
@@ -353,14 +394,22 @@ func (t *Tier) poison(err error) {
 	}
 }
 
-// readFrame reads and decodes binary key bk's frame, appending the block to
-// dst. It returns the Badger version of what it read.
-func (t *Tier) readFrame(bk, dst []byte) (l tiers.Layout, out []byte, version uint64, err error) {
+// readFrame reads binary key bk's frame and appends to dst the block it
+// decodes to, or, unless decode, the frame itself once verified. It returns
+// the Badger version of what it read.
+func (t *Tier) readFrame(bk, dst []byte, decode bool) (l tiers.Layout, out []byte, version uint64, err error) {
 	var decErr error
 	called := false
 	version, err = t.st.get(dataKey(bk), func(val []byte) error {
 		called = true
-		l, out, decErr = codec.Decode(dst, val)
+		if decode {
+			l, out, decErr = codec.Decode(dst, val)
+			return nil
+		}
+		var h codec.Header
+		if h, decErr = codec.Verify(val); decErr == nil {
+			l, out = h.Layout, append(dst, val...)
+		}
 		return nil
 	})
 	switch {

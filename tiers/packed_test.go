@@ -1,0 +1,224 @@
+package tiers_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"testing"
+
+	"github.com/kvtier/kvtier/codec"
+	"github.com/kvtier/kvtier/codec/kvfile"
+	"github.com/kvtier/kvtier/tiers"
+	"github.com/kvtier/kvtier/tiers/dram"
+	"github.com/kvtier/kvtier/tiers/nvme"
+)
+
+// fixtureChunks cuts the real K (post-RoPE) and V of the fixture dumps into
+// all-layer blocks of 16 tokens, as an engine with 16-token blocks stores
+// them: [layers][kv_heads][16][head_dim] of K, then the same of V.
+func fixtureChunks(t testing.TB) (tiers.Layout, [][]byte) {
+	t.Helper()
+	var l tiers.Layout
+	var blocks [][]byte
+	for _, name := range []string{"kv-p00", "kv-p02", "kv-p05"} {
+		var bs [][]byte
+		l, bs = fixtureFileChunks(t, "../codec/testdata/kv/"+name+".bin")
+		blocks = append(blocks, bs...)
+	}
+	return l, blocks
+}
+
+func fixtureFileChunks(t testing.TB, path string) (tiers.Layout, [][]byte) {
+	f, err := kvfile.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, kt, err := f.Raw(kvfile.KPostRoPE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _, err := f.Raw(kvfile.V)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, heads, tokens, dim := kt.Shape[0], kt.Shape[1], kt.Shape[2], kt.Shape[3]
+	const bt = 16
+	l := tiers.Layout{DType: codec.FP16, Order: codec.KVSeparate, Layers: uint16(layers), KVHeads: uint16(heads), Tokens: bt, HeadDim: uint16(dim)}
+	row := dim * 2
+	var blocks [][]byte
+	for c := 0; c+bt <= tokens; c += bt {
+		b := make([]byte, 0, l.Size())
+		for _, src := range [][]byte{k, v} {
+			for lh := range layers * heads {
+				off := (lh*tokens + c) * row
+				b = append(b, src[off:off+bt*row]...)
+			}
+		}
+		blocks = append(blocks, b)
+	}
+	return l, blocks
+}
+
+func halfs(b []byte) []float32 {
+	out := make([]float32, len(b)/2)
+	for i := range out {
+		out[i] = codec.HalfToFloat32(binary.LittleEndian.Uint16(b[2*i:]))
+	}
+	return out
+}
+
+// TestCompressedDRAM stores real KV blocks in a DRAM arena 3/4 the size of
+// their raw bytes, with DRAM kept compressed in each mode: the quantized
+// modes hold every block without evicting one (raw and lossless cannot),
+// every Get returns the block within the mode's error (lossless: exactly),
+// concurrent readers share one decoded staging slot, freed on the last
+// Release, and the frames reach NVMe as they are and survive a restart.
+func TestCompressedDRAM(t *testing.T) {
+	l, blocks := fixtureChunks(t)
+	raw := int64(len(blocks)) * l.Size()
+	cases := []struct {
+		mode    codec.Mode
+		maxErr  float64 // relative error of a block's values
+		fitsAll bool    // the arena, 3/4 of the raw bytes, holds every block
+	}{
+		{codec.Raw, 0, false},
+		{codec.Lossless, 0, false},
+		{codec.Int8, 0.01, true},
+		{codec.Int4, 0.15, true},
+	}
+	for _, c := range cases {
+		t.Run(c.mode.String(), func(t *testing.T) {
+			ctx := context.Background()
+			d, err := dram.New(raw*3/4, dram.WithChunkSize(64<<10), dram.WithHugePages(false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			nv, err := nvme.Open(dir, 4*raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := tiers.Config{DRAM: d, NVMe: nv, Logger: quietLogger(),
+				DRAMCodec: func(ns string) codec.Mode {
+					if ns == "packed" {
+						return c.mode
+					}
+					return codec.Raw
+				}}
+			s, err := tiers.Open(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := func(i int) tiers.Key { k := benchKey(i); k.Namespace = "packed"; return k }
+			for i, b := range blocks {
+				if err := s.Put(ctx, key(i), l, b, tiers.PutOptions{Durable: i == 0}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st := s.Stats()
+			if ev := st.Levels[0].Evictions; (ev == 0) != c.fitsAll {
+				t.Fatalf("%d DRAM evictions putting %d blocks (%d raw bytes) into %d bytes; want fits all = %v",
+					ev, len(blocks), raw, st.Levels[0].CapacityBytes, c.fitsAll)
+			}
+			got := func(i int, want []byte) tiers.Block {
+				t.Helper()
+				b, err := s.Get(ctx, key(i), tiers.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.maxErr == 0 {
+					if !bytes.Equal(b.Data, want) {
+						t.Fatalf("block %d: bytes differ", i)
+					}
+				} else if e := codec.RelError(halfs(want), halfs(b.Data)); e > c.maxErr {
+					t.Fatalf("block %d: relative error %.4f > %.4f", i, e, c.maxErr)
+				}
+				return b
+			}
+			last := len(blocks) - 1
+			b1 := got(last, blocks[last])
+			b2 := got(last, blocks[last])
+			if c.mode != codec.Raw && b1.Slot != b2.Slot {
+				t.Fatalf("two readers got staging slots %+v and %+v; want one shared", b1.Slot, b2.Slot)
+			}
+			decoded := append([]byte(nil), b1.Data...)
+			reserved := d.Stats().ReservedBytes
+			s.Release(key(last))
+			s.Release(key(last))
+			if c.mode != codec.Raw && c.fitsAll && d.Stats().ReservedBytes >= reserved {
+				t.Fatalf("the staging slot was not freed: %d reserved bytes before the last Release, %d after", reserved, d.Stats().ReservedBytes)
+			}
+			for i := range blocks {
+				s.Release(got(i, blocks[i]).Key)
+			}
+
+			// Restart: NVMe holds the frames, decoded values are unchanged.
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			d, err = dram.New(raw*3/4, dram.WithChunkSize(64<<10), dram.WithHugePages(false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if nv, err = nvme.Open(dir, 4*raw); err != nil {
+				t.Fatal(err)
+			}
+			cfg.DRAM, cfg.NVMe = d, nv
+			if s, err = tiers.Open(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if c.fitsAll {
+				if used := nv.Stats().UsedBytes; used > raw*3/4 {
+					t.Fatalf("NVMe holds %d bytes for %d raw: frames were not stored as they are", used, raw)
+				}
+			}
+			b, err := s.Get(ctx, key(last), tiers.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(b.Data, decoded) {
+				t.Fatal("after a restart the block decodes to other values")
+			}
+			s.Release(key(last))
+		})
+	}
+}
+
+// TestCompressedDRAMReservation: a block written in place (the shared-memory
+// data plane) is compressed at Commit, and its raw reservation freed.
+func TestCompressedDRAMReservation(t *testing.T) {
+	l, blocks := fixtureChunks(t)
+	ctx := context.Background()
+	d, err := dram.New(4<<20, dram.WithChunkSize(64<<10), dram.WithHugePages(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := tiers.Open(ctx, tiers.Config{DRAM: d, Logger: quietLogger(),
+		DRAMCodec: func(string) codec.Mode { return codec.Int8 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k := benchKey(1)
+	r, err := s.Reserve(ctx, k, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(r.Data, blocks[0])
+	if err := s.Commit(ctx, r, tiers.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st := d.Stats()
+	if st.Blocks != 1 || st.UsedBytes >= l.Size() || st.ReservedBytes >= d.SlotSize(l.Size()) {
+		t.Fatalf("after Commit: %+v; want one frame smaller than the %d-byte block, no raw slot left", st, l.Size())
+	}
+	b, err := s.Get(ctx, k, tiers.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := codec.RelError(halfs(blocks[0]), halfs(b.Data)); e > 0.01 {
+		t.Fatalf("relative error %.4f", e)
+	}
+	s.Release(k)
+}
