@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 
@@ -79,6 +80,20 @@ func BenchmarkStoreDRAM(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				copy(shmSlot(i), src)
+				i++
+			}
+		})
+		// Once the arena is full, the slot a put gets is the one eviction
+		// just freed: in effect a random one of the window, not the next in
+		// address order. This reference copies to the same slots in a
+		// random order, to show what that pattern alone costs the memory
+		// system (TLB misses and prefetch restarts on 4 KiB pages).
+		perm := rand.New(rand.NewPCG(1, 2)).Perm(window)
+		b.Run(fmt.Sprintf("ref=arena-copyin-scattered/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			i := 0
+			for b.Loop() {
+				copy(shmSlot(perm[i%window]), src)
 				i++
 			}
 		})
