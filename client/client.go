@@ -239,7 +239,7 @@ func (c *Client) Get(ctx context.Context, key *pb.Key, dst []byte, opts GetOptio
 
 // Lookup sends a raw LookupRequest.
 func (c *Client) Lookup(ctx context.Context, req *pb.LookupRequest) (*pb.LookupResponse, error) {
-	return c.api.Lookup(ctx, req)
+	return c.api.Lookup(ctx, req, lookupCall)
 }
 
 // LookupHashes finds the longest cached prefix of a chain of block hashes,
@@ -262,7 +262,7 @@ func (c *Client) LookupHashes(ctx context.Context, ns string, layer int32, hashe
 			req.PackedHashes, req.HashSize = packed, uint32(size)
 		}
 	}
-	return c.api.Lookup(ctx, req)
+	return c.api.Lookup(ctx, req, lookupCall)
 }
 
 // Delete removes a block.

@@ -17,13 +17,23 @@ import (
 // serverCodec is the proto codec, except that a PutRequest received into a
 // *putMsg has its data copied straight from gRPC's receive buffers into the
 // block's DRAM reservation: no allocation and no intermediate copy per
-// chunk. Its name is "proto", so the wire is unchanged.
+// chunk; and that Lookup's messages, which for long chains are mostly one
+// bytes field or one packed enum, are decoded and encoded in one pass (see
+// lookup_codec.go). Its name is "proto", so the wire is unchanged.
 type serverCodec struct{ base encoding.CodecV2 }
 
 func newServerCodec() serverCodec { return serverCodec{encoding.GetCodecV2(grpcproto.Name)} }
 
-func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) { return c.base.Marshal(v) }
-func (c serverCodec) Name() string                           { return grpcproto.Name }
+func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if r, ok := v.(*pb.LookupResponse); ok {
+		if data, ok := encodeLookupResponse(r); ok {
+			return data, nil
+		}
+	}
+	return c.base.Marshal(v)
+}
+
+func (c serverCodec) Name() string { return grpcproto.Name }
 
 func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m, ok := v.(*putMsg); ok {
@@ -31,6 +41,9 @@ func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		defer r.Close()
 		m.decode(r)
 		return nil // errors go to m.err, so they keep their own codes
+	}
+	if m, ok := v.(*pb.LookupRequest); ok && decodeLookupRequest(data, m) {
+		return nil
 	}
 	return c.base.Unmarshal(data, v)
 }

@@ -159,7 +159,7 @@ func (s *Server) grpcOptions(creds credentials.TransportCredentials) []grpc.Serv
 		// Dead TCP peers are found, so their streams end and their pins go.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
+		grpc.ChainUnaryInterceptor(s.unaryInterceptor, recycleLookupRequest),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 		grpc.WaitForHandlers(true),
 		// Reuse handler goroutines (and their grown stacks) across calls.

@@ -156,7 +156,9 @@ type lookupBufs struct {
 	levels []tiers.Level
 }
 
-// Lookup finds the longest cached prefix of a chain.
+// Lookup finds the longest cached prefix of a chain. A chain in
+// packed_hashes, the form long chains come in, is looked up in place
+// (tiers.Store.LookupPacked); the other forms are turned into hashes first.
 func (s *Server) Lookup(ctx context.Context, req *pb.LookupRequest) (*pb.LookupResponse, error) {
 	if err := validateNamespace("namespace", req.GetNamespace()); err != nil {
 		return nil, err
@@ -173,29 +175,39 @@ func (s *Server) Lookup(ctx context.Context, req *pb.LookupRequest) (*pb.LookupR
 		bufs = &lookupBufs{}
 	}
 	defer s.lookupPool.Put(bufs)
-	hashes, err := appendChain(bufs.hashes[:0], chainSpec{
+	spec := chainSpec{
 		hashes: req.GetHashes(), packed: req.GetPackedHashes(), hashSize: req.GetHashSize(),
 		tokens: req.GetTokenIds(), params: req.GetHashParams(), hasPacked: true,
-	})
-	bufs.hashes = hashes[:0]
-	if err != nil {
-		return nil, err
 	}
-	if cap(bufs.levels) < len(hashes) {
-		bufs.levels = make([]tiers.Level, len(hashes))
+	var (
+		hashes []tiers.Hash
+		total  int
+		n      int
+	)
+	if len(spec.packed) > 0 && len(spec.hashes) == 0 && len(spec.tokens) == 0 {
+		if total, err = packedBlocks(spec); err != nil {
+			return nil, err
+		}
+		n, err = s.store.LookupPacked(ctx, req.GetNamespace(), layer, spec.packed, int(spec.hashSize), bufs.levelsFor(total))
+	} else {
+		hashes, err = appendChain(bufs.hashes[:0], spec)
+		bufs.hashes = hashes[:0]
+		if err != nil {
+			return nil, err
+		}
+		total = len(hashes)
+		n, err = s.store.Lookup(ctx, req.GetNamespace(), layer, hashes, bufs.levelsFor(total))
 	}
-	levels := bufs.levels[:len(hashes)]
-	n, err := s.store.Lookup(ctx, req.GetNamespace(), layer, hashes, levels)
 	if err != nil {
 		return nil, err
 	}
 	resp := &pb.LookupResponse{
 		CachedBlocks: uint32(n),
-		TotalBlocks:  uint32(len(hashes)),
+		TotalBlocks:  uint32(total),
 		Tiers:        make([]pb.Tier, n),
 	}
-	for i := range n {
-		resp.Tiers[i] = tierToProto(levels[i])
+	for i, l := range bufs.levels[:n] {
+		resp.Tiers[i] = tierToProto(l)
 	}
 	if len(req.GetTokenIds()) > 0 && req.GetReturnHashes() {
 		resp.Hashes = make([][]byte, len(hashes))
@@ -204,6 +216,15 @@ func (s *Server) Lookup(ctx context.Context, req *pb.LookupRequest) (*pb.LookupR
 		}
 	}
 	return resp, nil
+}
+
+// levelsFor returns the levels buffer with room for n blocks.
+func (b *lookupBufs) levelsFor(n int) []tiers.Level {
+	if cap(b.levels) < n {
+		b.levels = make([]tiers.Level, n)
+	}
+	b.levels = b.levels[:n]
+	return b.levels
 }
 
 // Delete removes a block.

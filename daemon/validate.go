@@ -240,6 +240,22 @@ type chainSpec struct {
 	hasPacked bool
 }
 
+// packedBlocks validates a chain given as packed hashes and returns its
+// number of blocks.
+func packedBlocks(c chainSpec) (int, error) {
+	if c.hashSize != 16 && c.hashSize != 32 {
+		return 0, fieldErr("hash_size", "%d, want 16 or 32 with packed_hashes", c.hashSize)
+	}
+	if len(c.packed)%int(c.hashSize) != 0 {
+		return 0, fieldErr("packed_hashes", "%d bytes is not a multiple of hash_size %d", len(c.packed), c.hashSize)
+	}
+	n := len(c.packed) / int(c.hashSize)
+	if n > MaxChainBlocks {
+		return 0, fieldErr("packed_hashes", "%d blocks, at most %d", n, MaxChainBlocks)
+	}
+	return n, nil
+}
+
 // appendChain validates a chain and appends its hashes to dst. Exactly one
 // of the three forms may be non-empty; an empty chain is valid.
 func appendChain(dst []tiers.Hash, c chainSpec) ([]tiers.Hash, error) {
@@ -265,15 +281,9 @@ func appendChain(dst []tiers.Hash, c chainSpec) ([]tiers.Hash, error) {
 			dst = append(dst, h)
 		}
 	case len(c.packed) > 0:
-		if c.hashSize != 16 && c.hashSize != 32 {
-			return dst, fieldErr("hash_size", "%d, want 16 or 32 with packed_hashes", c.hashSize)
-		}
-		if len(c.packed)%int(c.hashSize) != 0 {
-			return dst, fieldErr("packed_hashes", "%d bytes is not a multiple of hash_size %d", len(c.packed), c.hashSize)
-		}
-		n := len(c.packed) / int(c.hashSize)
-		if n > MaxChainBlocks {
-			return dst, fieldErr("packed_hashes", "%d blocks, at most %d", n, MaxChainBlocks)
+		n, err := packedBlocks(c)
+		if err != nil {
+			return dst, err
 		}
 		for i := 0; i < n; i++ {
 			h, _ := tiers.HashFromBytes(c.packed[i*int(c.hashSize) : (i+1)*int(c.hashSize)])

@@ -116,10 +116,16 @@ func newShard(seed maphash.Seed) *shard {
 // nsHash is the namespace's part of a fingerprint, computed once per call.
 func nsHash(seed maphash.Seed, ns string) uint64 { return maphash.String(seed, ns) }
 
-// fingerprint combines the namespace hash, the block hash and the layer.
+// fingerprint combines the namespace hash, the block hash and the layer:
+// the digest's hash xor a part that depends on the namespace and layer
+// alone, so that Lookup can hash a chain's digests in place.
 func fingerprint(seed maphash.Seed, ns uint64, k Key) uint64 {
-	x := maphash.Bytes(seed, k.Hash.b[:k.Hash.n])
-	return x ^ (ns * 0x9E3779B97F4A7C15) ^ (uint64(uint16(k.Layer)) * 0xC2B2AE3D27D4EB4F)
+	return maphash.Bytes(seed, k.Hash.b[:k.Hash.n]) ^ fingerprintMix(ns, k.Layer)
+}
+
+// fingerprintMix is the namespace (hash ns) and layer part of a fingerprint.
+func fingerprintMix(ns uint64, layer int16) uint64 {
+	return (ns * 0x9E3779B97F4A7C15) ^ (uint64(uint16(layer)) * 0xC2B2AE3D27D4EB4F)
 }
 
 // shardIndex maps a fingerprint to one of n shards.

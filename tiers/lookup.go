@@ -3,6 +3,8 @@ package tiers
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
+	"sync"
 )
 
 // Lookup reports how many leading blocks of a chain are cached: hashes are
@@ -19,6 +21,59 @@ import (
 // even then only by reporting a block as cached that Get then misses,
 // which callers must handle anyway: a block can be evicted between the two.
 func (s *Store) Lookup(ctx context.Context, ns string, layer int16, hashes []Hash, levels []Level) (int, error) {
+	return s.lookup(ctx, ns, layer, chainSource{hashes: hashes}, len(hashes), levels)
+}
+
+// LookupPacked is Lookup for a chain given as its block hashes back to
+// back, hashSize (16 or 32) bytes each, the form the daemon receives: it
+// reads the digests in place, with no []Hash to build. len(packed) must be
+// a multiple of hashSize; levels, when non-nil, must have room for
+// len(packed)/hashSize blocks. The answer is Lookup's for the same chain.
+func (s *Store) LookupPacked(ctx context.Context, ns string, layer int16, packed []byte, hashSize int, levels []Level) (int, error) {
+	if hashSize != 16 && hashSize != 32 {
+		return 0, fmt.Errorf("%w: hash size: %d, want 16 or 32", ErrInvalid, hashSize)
+	}
+	if len(packed)%hashSize != 0 {
+		return 0, fmt.Errorf("%w: packed hashes: %d bytes is not a multiple of %d", ErrInvalid, len(packed), hashSize)
+	}
+	return s.lookup(ctx, ns, layer, chainSource{packed: packed, size: hashSize}, len(packed)/hashSize, levels)
+}
+
+// chainSource is a chain in either of its forms: hashes, or packed digests
+// of size bytes each (size is 0 for the first form).
+type chainSource struct {
+	hashes []Hash
+	packed []byte
+	size   int
+}
+
+// fingerprints computes the fingerprints of blocks base..base+len(fps)-1
+// into fps; mix is the call's namespace and layer part of them (see
+// fingerprintMix). On a bad block it returns the block's offset from base
+// and an error.
+func (c chainSource) fingerprints(seed maphash.Seed, mix uint64, base int, fps []uint64) (int, error) {
+	if c.size == 0 {
+		for j := range fps {
+			h := &c.hashes[base+j]
+			if h.n != 16 && h.n != 32 {
+				return j, fmt.Errorf("%w: hashes[%d]: %d bytes, want 16 or 32", ErrInvalid, base+j, h.n)
+			}
+			fps[j] = maphash.Bytes(seed, h.b[:h.n]) ^ mix
+		}
+		return len(fps), nil
+	}
+	size := c.size
+	p := c.packed[base*size : (base+len(fps))*size]
+	for j := range fps {
+		fps[j] = maphash.Bytes(seed, p[j*size:(j+1)*size]) ^ mix
+	}
+	return len(fps), nil
+}
+
+// lookup is the loop Lookup and LookupPacked share: it validates the call,
+// then fingerprints and probes the n blocks of c one window at a time,
+// stopping at the first block that is not cached.
+func (s *Store) lookup(ctx context.Context, ns string, layer int16, c chainSource, n int, levels []Level) (int, error) {
 	if err := s.checkOpen(); err != nil {
 		return 0, err
 	}
@@ -28,41 +83,44 @@ func (s *Store) Lookup(ctx context.Context, ns string, layer int16, hashes []Has
 	if layer < AllLayers || layer > MaxLayer {
 		return 0, fmt.Errorf("%w: layer: %d not in -1..%d", ErrInvalid, layer, MaxLayer)
 	}
-	if levels != nil && len(levels) < len(hashes) {
-		return 0, fmt.Errorf("%w: levels: room for %d, %d hashes", ErrInvalid, len(levels), len(hashes))
+	if levels != nil && len(levels) < n {
+		return 0, fmt.Errorf("%w: levels: room for %d, %d hashes", ErrInvalid, len(levels), n)
 	}
-	k := Key{Namespace: ns, Layer: layer}
-	nh := nsHash(s.seed, ns)
-	var w lookupWindow
-	for base := 0; base < len(hashes); base += windowLen {
+	mix := fingerprintMix(nsHash(s.seed, ns), layer)
+	w := windowPool.Get().(*lookupWindow)
+	defer windowPool.Put(w)
+	for base := 0; base < n; base += windowLen {
 		if err := ctx.Err(); err != nil {
 			return base, err
 		}
-		chunk := hashes[base:min(len(hashes), base+windowLen)]
-		for j, h := range chunk {
-			if h.n != 16 && h.n != 32 {
-				return base + j, fmt.Errorf("%w: hashes[%d]: %d bytes, want 16 or 32", ErrInvalid, base+j, h.n)
-			}
-			k.Hash = h
-			w.fps[j] = fingerprint(s.seed, nh, k)
+		m := min(n-base, windowLen)
+		if j, err := c.fingerprints(s.seed, mix, base, w.fps[:m]); err != nil {
+			return base + j, err
 		}
-		s.probe(&w, len(chunk))
-		for j := range chunk {
-			if w.lvls[j] == LevelNone {
-				return base + j, nil
-			}
-			if levels != nil {
-				levels[base+j] = w.lvls[j]
-			}
+		s.probe(w, m)
+		hit := 0
+		for hit < m && w.lvls[hit] != LevelNone {
+			hit++
+		}
+		if levels != nil {
+			copy(levels[base:base+hit], w.lvls[:hit])
+		}
+		if hit < m {
+			return base + hit, nil
 		}
 	}
-	return len(hashes), nil
+	return n, nil
 }
 
 // windowLen is how many blocks Lookup probes per batch.
-const windowLen = 512
+const windowLen = 1024
 
-// lookupWindow is Lookup's scratch for one batch, kept on its stack.
+// lookupWindow is Lookup's scratch for one batch. It is pooled rather
+// than kept on the stack: at 11 KiB it would grow the stack of every fresh
+// goroutine that looks up (gRPC runs most concurrent calls on new ones).
+var windowPool = sync.Pool{New: func() any { return new(lookupWindow) }}
+
+// lookupWindow is Lookup's scratch for one batch.
 type lookupWindow struct {
 	fps   [windowLen]uint64
 	lvls  [windowLen]Level
