@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kvtier/kvtier/internal/ntcopy"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 )
 
@@ -230,7 +231,7 @@ func (s *Shm) Put(ctx context.Context, key *pb.Key, l *pb.Layout, data []byte, o
 		return errors.Join(status.Errorf(codes.InvalidArgument,
 			"client: %d bytes given, the layout needs %d", len(data), len(r.Data)), aerr)
 	}
-	copy(r.Data, data)
+	ntcopy.Copy(r.Data, data) // straight to memory: the daemon, not this process, reads it next
 	return r.Commit(ctx, opts)
 }
 

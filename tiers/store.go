@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/kvtier/kvtier/codec"
+	"github.com/kvtier/kvtier/internal/ntcopy"
 )
 
 // Config configures a Store. Zero fields take defaults from EnsureDefaults.
@@ -262,7 +263,7 @@ func (s *Store) Put(ctx context.Context, k Key, l Layout, data []byte, opts PutO
 	if err != nil {
 		return err
 	}
-	copy(view, data)
+	ntcopy.Copy(view, data) // the block lands in memory, not in this core's cache
 	return s.commit(ctx, k, l, slot, false, opts)
 }
 
