@@ -85,9 +85,10 @@ func BenchmarkStoreDRAM(b *testing.B) {
 		})
 		// Once the arena is full, the slot a put gets is the one eviction
 		// just freed: in effect a random one of the window, not the next in
-		// address order. This reference copies to the same slots in a
-		// random order, to show what that pattern alone costs the memory
-		// system (TLB misses and prefetch restarts on 4 KiB pages).
+		// address order; and a get reads a block wherever it landed. These
+		// references copy to and from the same slots in a random order, to
+		// show what that pattern alone costs the memory system (TLB misses
+		// and prefetch restarts on 4 KiB pages).
 		perm := rand.New(rand.NewPCG(1, 2)).Perm(window)
 		b.Run(fmt.Sprintf("ref=arena-copyin-scattered/size=%d", n), func(b *testing.B) {
 			b.SetBytes(int64(n))
@@ -102,6 +103,14 @@ func BenchmarkStoreDRAM(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				copy(dst, shmSlot(i))
+				i++
+			}
+		})
+		b.Run(fmt.Sprintf("ref=arena-copyout-scattered/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			i := 0
+			for b.Loop() {
+				copy(dst, shmSlot(perm[i%window]))
 				i++
 			}
 		})
