@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -11,13 +12,31 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kvtier/kvtier/client"
+	"github.com/kvtier/kvtier/codec"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 )
 
 // TestMixedClients runs 64 clients doing puts, gets, lookups, deletes and
 // stats on both data planes at once, over a DRAM tier small enough to
-// evict, and checks every byte read and that nothing leaks.
+// evict, and checks every byte read and that nothing leaks. The packed run
+// keeps DRAM compressed (lossless) with blocks that compress to one 4 KiB
+// slot, so reads share and free staging slots under the same churn.
 func TestMixedClients(t *testing.T) {
+	for _, packed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("packed=%v", packed), func(t *testing.T) { testMixedClients(t, packed) })
+	}
+}
+
+// mixedData is a block's content in TestMixedClients: with packed, a
+// 256-byte pattern repeated, which lossless shrinks to well under 4 KiB.
+func mixedData(k *pb.Key, packed bool) []byte {
+	if !packed {
+		return blockData(k, smallSize)
+	}
+	return bytes.Repeat(blockData(k, 256), smallSize/256)
+}
+
+func testMixedClients(t *testing.T, packed bool) {
 	const (
 		clients = 64
 		blocks  = 96 // distinct keys, shared by all clients
@@ -27,7 +46,11 @@ func TestMixedClients(t *testing.T) {
 		ops = 10
 	}
 	// 64 × 8 KiB slots fit many times over; 2 MiB makes eviction happen.
-	e := startEnv(t, envOptions{dramCap: 2 << 20})
+	o := envOptions{dramCap: 2 << 20}
+	if packed {
+		o.dramCodec = codec.Lossless
+	}
+	e := startEnv(t, o)
 	ctx := ctxT(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
@@ -35,7 +58,7 @@ func TestMixedClients(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := mixedClient(ctx, e, c, ops, blocks); err != nil {
+			if err := mixedClient(ctx, e, c, ops, blocks, packed); err != nil {
 				errs <- fmt.Errorf("client %d: %w", c, err)
 			}
 		}()
@@ -48,12 +71,17 @@ func TestMixedClients(t *testing.T) {
 	eventually(t, "no pins, leases or stray reservations", func() bool {
 		st := stats(t, e.cl)
 		d := dramStats(st)
-		return st.GetPinnedBlocks() == 0 && st.GetLeases() == 0 && st.GetSessions() == 0 &&
-			d.GetUsedBytes() == d.GetBlocks()*smallSize
+		if st.GetPinnedBlocks() != 0 || st.GetLeases() != 0 || st.GetSessions() != 0 {
+			return false
+		}
+		if packed { // every block a frame in one 4 KiB slot; no staging slot left
+			return d.GetUsedBytes() < d.GetBlocks()*4096 && d.GetReservedBytes() == d.GetBlocks()*4096
+		}
+		return d.GetUsedBytes() == d.GetBlocks()*smallSize
 	})
 }
 
-func mixedClient(ctx context.Context, e *testEnv, id, ops, blocks int) error {
+func mixedClient(ctx context.Context, e *testEnv, id, ops, blocks int, packed bool) error {
 	c, err := client.Dial(client.UnixTarget(e.socket))
 	if err != nil {
 		return err
@@ -80,7 +108,7 @@ func mixedClient(ctx context.Context, e *testEnv, id, ops, blocks int) error {
 		}
 		switch op := rng.IntN(10); {
 		case op < 3:
-			data := blockData(k, smallSize)
+			data := mixedData(k, packed)
 			if shm != nil && op == 0 {
 				err = shm.Put(ctx, k, smallLayout(), data, client.PutOptions{Parent: hashOf(-1)})
 			} else {
@@ -100,7 +128,7 @@ func mixedClient(ctx context.Context, e *testEnv, id, ops, blocks int) error {
 				return fmt.Errorf("get: %w", err)
 			}
 			if err == nil {
-				if want := blockData(k, smallSize); string(b.Data) != string(want) {
+				if want := mixedData(k, packed); string(b.Data) != string(want) {
 					return fmt.Errorf("get %x: wrong bytes", k.GetHash())
 				}
 			}
