@@ -42,14 +42,20 @@
 //     is pinned, the operation fails with ErrExhausted and nothing is lost.
 //   - Every copy on NVMe carries a checksum. A copy that fails it is a miss:
 //     counted, removed, never returned.
+//   - DRAM may keep a namespace's blocks compressed (Config.DRAMCodec): the
+//     slot holds the block's codec frame, and Get decodes it into a staging
+//     slot shared by the block's readers and freed on the last Release.
+//     Frames move to and from NVMe as they are (FrameTier).
 //
 // Lookup answers how many leading blocks of a chain are cached, and where.
 //
 // # Caveats
 //
-// Block.Data and Reservation.Data point into the DRAM arena. They are valid
-// until Release (for a Block) or Commit/Abort (for a Reservation), never
-// after, and never after Close. Blocks are content-addressed: a put of a key
+// Block.Data and Reservation.Data point into the DRAM arena (for a
+// compressed block, into its staging slot). They are valid until Release
+// (for a Block) or Commit/Abort (for a Reservation), never after, and never
+// after Close. A Get of a block DRAM keeps in a quantized mode returns the
+// decoded values, not the bytes that were put. Blocks are content-addressed: a put of a key
 // that is already cached with the same layout only refreshes its recency.
 //
 // # Concurrency
