@@ -1,7 +1,7 @@
 // Package nvme is the NVMe tier of kvtier: KV blocks as codec frames in a
 // Badger (v4) database on local disk, with a byte capacity, an in-memory
 // LRU index and background value-log garbage collection. It implements
-// tiers.Tier, tiers.Scanner and tiers.Syncer.
+// tiers.Tier, tiers.FrameTier, tiers.Scanner and tiers.Syncer.
 //
 // # What it owns
 //
@@ -15,6 +15,9 @@
 //     Get reads the frame with one O_DIRECT pread of the value log file at
 //     the value pointer Badger holds (direct.go; WithDirectReads(false)
 //     reads through Badger's memory mapping instead).
+//     PutFrame and GetFrame store and return frames as they are (checksum
+//     verified, not decoded), whatever the namespace's mode: the Store
+//     moves blocks that DRAM keeps compressed this way.
 //   - Capacity: the sum of frame lengths (UsedBytes) never exceeds the bound
 //     given to Open; a Put that would is refused with tiers.ErrFull. The tier
 //     never evicts on its own; the Store asks for victims with EvictLRU (or
