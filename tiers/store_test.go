@@ -661,8 +661,20 @@ func runModel(t *testing.T, seed uint64, dramBlocks, nvmeBlocks, hbmBlocks int, 
 
 // TestStoreConcurrent hammers one store from many goroutines under -race.
 func TestStoreConcurrent(t *testing.T) {
+	for _, packed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("packed=%v", packed), func(t *testing.T) { testStoreConcurrent(t, packed) })
+	}
+}
+
+// testStoreConcurrent: with packed, DRAM is kept compressed and even keys'
+// blocks compress, so concurrent readers share, and free, staging slots.
+func testStoreConcurrent(t *testing.T, packed bool) {
 	ctx := context.Background()
-	ts := newTestStore(t, 16, 48, 4)
+	ts := newTestStore(t, 16, 48, 4, func(c *Config) {
+		if packed {
+			c.DRAMCodec = func(string) codec.Mode { return codec.Lossless }
+		}
+	})
 	var wg sync.WaitGroup
 	errc := make(chan error, 16)
 	for g := range 16 {
@@ -671,8 +683,9 @@ func TestStoreConcurrent(t *testing.T) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(uint64(g), 7))
 			for range 400 {
-				k := testKey("m", r.IntN(64))
-				want := content(k, testBlock, 0)
+				i := r.IntN(64)
+				k := testKey("m", i)
+				want := modelContent(i, k, 0, packed)
 				switch r.IntN(5) {
 				case 0, 1:
 					if err := ts.Put(ctx, k, testLayout, want, PutOptions{Durable: r.IntN(8) == 0}); err != nil && !errors.Is(err, ErrExhausted) {
