@@ -22,8 +22,11 @@
 //     given to Open; a Put that would is refused with tiers.ErrFull. The tier
 //     never evicts on its own; the Store asks for victims with EvictLRU (or
 //     walks Oldest and calls Delete).
-//   - The index: per block a binary key, a frame length, a write sequence
-//     number and LRU links, about 80 bytes of Go heap (see index.go).
+//   - The index: per block a 128-bit fingerprint of its binary key, a frame
+//     length, a write sequence number and LRU links, about 48 bytes of Go
+//     heap and no pointer (see index.go). The few paths that need a
+//     block's key (EvictLRU, Oldest, repairs at Open) read it back from
+//     its meta key.
 //
 // # On disk
 //
@@ -62,7 +65,10 @@
 //     WithSyncWrites(true)).
 //   - The slice returned by Get is the caller's dst, extended; the tier keeps
 //     no reference to it.
-//   - EvictLRU calls its protect callback with the index lock held.
+//   - EvictLRU calls its protect callback without the tier's locks, but it
+//     must not call the Tier. EvictLRU and Oldest read each candidate's key
+//     back from Badger: they suit occasional use, not a hot path (the Store
+//     evicts with Delete).
 //   - Reads of blocks that are already in the page cache are faster with
 //     WithDirectReads(false); so are strictly sequential cold reads, which
 //     gain from the kernel's read-ahead. The default favours cold, random

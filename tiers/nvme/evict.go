@@ -2,6 +2,7 @@ package nvme
 
 import (
 	"context"
+	"errors"
 
 	"github.com/kvtier/kvtier/tiers"
 )
@@ -11,8 +12,8 @@ import (
 // been freed or no candidate is left, and returns the bytes freed.
 //
 // protect, when not nil, vetoes a block (pinned, or continued by a cached
-// child); vetoed blocks keep their place. protect is called with the tier's
-// index lock held: it must be quick and must not call the Tier.
+// child); vetoed blocks keep their place. protect is called without the
+// tier's locks but while the tier is in use: it must not call the Tier.
 //
 // A block written again after it was picked is left alone. On a context or
 // Badger error EvictLRU stops and returns what it freed so far with the error.
@@ -22,14 +23,12 @@ func (t *Tier) EvictLRU(ctx context.Context, want int64, protect func(tiers.Key)
 	}
 	defer t.opsMu.RUnlock()
 	type victim struct {
-		key  string
 		seq  uint64
 		size int64
 	}
 	var vs []victim
-	// A few passes: a victim may vanish (deleted or rewritten concurrently)
-	// between picking and deleting.
-	for pass := 0; pass < 4 && freed < want; pass++ {
+	skip := map[uint64]bool{} // writes vetoed, or gone since they were picked
+	for freed < want {
 		if err := ctx.Err(); err != nil {
 			return freed, err
 		}
@@ -37,26 +36,40 @@ func (t *Tier) EvictLRU(ctx context.Context, want int64, protect func(tiers.Key)
 		var picked int64
 		t.mu.Lock()
 		for i := t.idx.lru; i != nilEntry && freed+picked < want; i = t.idx.at(i).newer {
-			e := t.idx.at(i)
-			if protect != nil {
-				if k, err := tiers.ParseKey([]byte(e.key)); err == nil && protect(k) {
-					continue
-				}
+			if e := t.idx.at(i); !skip[e.seq] {
+				vs = append(vs, victim{seq: e.seq, size: int64(e.size)})
+				picked += int64(e.size)
 			}
-			vs = append(vs, victim{key: e.key, seq: e.seq, size: int64(e.size)})
-			picked += int64(e.size)
 		}
 		t.mu.Unlock()
 		if len(vs) == 0 {
 			break
 		}
+		// Every victim is removed or skipped from now on, so the loop ends.
 		for _, v := range vs {
 			if err := ctx.Err(); err != nil {
 				return freed, err
 			}
-			n, err := t.remove([]byte(v.key), v.seq)
+			bk, err := t.keyOf(ctx, v.seq)
+			if errors.Is(err, ErrFormat) {
+				skip[v.seq] = true // deleted or rewritten meanwhile
+				continue
+			}
 			if err != nil {
 				return freed, err
+			}
+			if protect != nil {
+				if k, err := tiers.ParseKey(bk); err == nil && protect(k) {
+					skip[v.seq] = true
+					continue
+				}
+			}
+			n, err := t.remove(bk, v.seq)
+			if err != nil {
+				return freed, err
+			}
+			if n == 0 {
+				skip[v.seq] = true
 			}
 			freed += n
 		}
@@ -73,23 +86,32 @@ func (t *Tier) Oldest(n int, fn func(k tiers.Key, size int64) bool) {
 		return
 	}
 	type rec struct {
-		key  string
+		seq  uint64
 		size int64
 	}
 	t.mu.Lock()
 	recs := make([]rec, 0, min(n, int(t.idx.count)))
 	for i := t.idx.lru; i != nilEntry && len(recs) < n; i = t.idx.at(i).newer {
 		e := t.idx.at(i)
-		recs = append(recs, rec{key: e.key, size: int64(e.size)})
+		recs = append(recs, rec{seq: e.seq, size: int64(e.size)})
 	}
 	t.mu.Unlock()
-	t.opsMu.RUnlock()
-	for _, r := range recs {
-		k, err := tiers.ParseKey([]byte(r.key))
+	keys := make([]tiers.Key, len(recs))
+	for j, r := range recs {
+		bk, err := t.keyOf(context.Background(), r.seq)
 		if err != nil {
+			continue // gone meanwhile
+		}
+		if k, err := tiers.ParseKey(bk); err == nil {
+			keys[j] = k
+		}
+	}
+	t.opsMu.RUnlock()
+	for j, r := range recs {
+		if keys[j].Namespace == "" {
 			continue
 		}
-		if !fn(k, r.size) {
+		if !fn(keys[j], r.size) {
 			return
 		}
 	}

@@ -6,13 +6,21 @@ import "hash/maphash"
 // write sequence number and LRU position. It is not safe for concurrent use;
 // Tier.mu guards it.
 //
+// A block is known by a 128-bit fingerprint of its binary key (two keyed
+// 64-bit hashes with independent random seeds), not by the key itself: the
+// index then holds no pointer and no allocation per block. Two keys share a
+// fingerprint with probability about n²/2¹²⁹ (10⁻²⁵ for ten million
+// blocks), the same trust the default xxh3 mode puts in a 128-bit digest as
+// a block's identity; reads go to Badger by the full key regardless. Where
+// the key itself is needed (EvictLRU, Oldest, repairs at Open) it is read
+// back from the block's meta key, whose sequence number the entry holds.
+//
 // Memory per block, 64-bit: a 40-byte entry in a chunked slice (no growth
-// slack), a 4-byte slot in an open-addressing hash table kept between 3/8
-// and 3/4 full (5-11 bytes a block), and the key string, its length rounded
-// up to a malloc size class (32 bytes for a 12-byte namespace and a 16-byte
-// hash). About 80-85 bytes; TestIndexMemory measures it.
+// slack) and a 4-byte slot in an open-addressing hash table kept between
+// 3/8 and 3/4 full (5-11 bytes a block): about 50 bytes; TestIndexMemory
+// measures it.
 type index struct {
-	seed   maphash.Seed
+	seeds  [2]maphash.Seed
 	slots  []int32 // linear probing; entry index+1, 0 when empty; len a power of two
 	chunks [][]entry
 	n      int32 // entries ever allocated
@@ -21,7 +29,7 @@ type index struct {
 	lru    int32 // least recently used; nilEntry when empty
 	count  int64 // live entries
 	used   int64 // sum of live entries' sizes
-	narrow bool  // tests: keep 3 bits of each hash to force collisions
+	narrow bool  // tests: keep 3 bits of each slot hash to force long probe runs
 }
 
 const (
@@ -32,16 +40,24 @@ const (
 	minSlots  = 16
 )
 
+// fingerprint identifies a binary key; the zero value marks a free entry.
+type fingerprint [2]uint64
+
 type entry struct {
-	key   string // binary key (tiers.Key.AppendBinary); "" when free
-	seq   uint64 // write sequence number: the meta key's middle part
-	size  uint32 // frame length in bytes
-	newer int32  // LRU neighbour towards mru (nilEntry at the mru end)
-	older int32  // LRU neighbour towards lru; free-list link when free
+	fp    fingerprint // of the binary key (tiers.Key.AppendBinary)
+	seq   uint64      // write sequence number: the meta key's middle part
+	size  uint32      // frame length in bytes
+	newer int32       // LRU neighbour towards mru (nilEntry at the mru end)
+	older int32       // LRU neighbour towards lru; free-list link when free
 }
 
 func newIndex() *index {
-	return &index{seed: maphash.MakeSeed(), free: nilEntry, mru: nilEntry, lru: nilEntry}
+	return &index{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, free: nilEntry, mru: nilEntry, lru: nilEntry}
+}
+
+// fingerprint returns bk's fingerprint, never the zero value.
+func (x *index) fingerprint(bk []byte) fingerprint {
+	return fingerprint{maphash.Bytes(x.seeds[0], bk), maphash.Bytes(x.seeds[1], bk) | 1}
 }
 
 func (x *index) at(i int32) *entry { return &x.chunks[i>>chunkBits][i&chunkMask] }
@@ -55,32 +71,34 @@ func (x *index) narrowed(h uint64) uint64 {
 	return h
 }
 
-func (x *index) hash(key string) uint64 { return x.narrowed(maphash.String(x.seed, key)) }
+// home returns the slot hash of a fingerprint.
+func (x *index) home(fp fingerprint) uint64 { return x.narrowed(fp[0]) }
 
-// find returns the entry of key, or nilEntry.
-func (x *index) find(key []byte) int32 {
+// find returns the entry of binary key bk, or nilEntry.
+func (x *index) find(bk []byte) int32 {
 	if len(x.slots) == 0 {
 		return nilEntry
 	}
+	fp := x.fingerprint(bk)
 	m := x.mask()
-	for p := x.narrowed(maphash.Bytes(x.seed, key)) & m; ; p = (p + 1) & m {
+	for p := x.home(fp) & m; ; p = (p + 1) & m {
 		s := x.slots[p]
 		if s == 0 {
 			return nilEntry
 		}
-		if x.at(s-1).key == string(key) {
+		if x.at(s-1).fp == fp {
 			return s - 1
 		}
 	}
 }
 
-// insert adds key, which must be absent, at the mru end.
-func (x *index) insert(key string, seq uint64, size uint32) int32 {
+// insert adds binary key bk, which must be absent, at the mru end.
+func (x *index) insert(bk []byte, seq uint64, size uint32) int32 {
 	if 4*(x.count+1) > 3*int64(len(x.slots)) {
 		x.grow()
 	}
 	i := x.alloc()
-	*x.at(i) = entry{key: key, seq: seq, size: size, newer: nilEntry, older: nilEntry}
+	*x.at(i) = entry{fp: x.fingerprint(bk), seq: seq, size: size, newer: nilEntry, older: nilEntry}
 	x.place(i)
 	x.pushMRU(i)
 	x.count++
@@ -91,7 +109,7 @@ func (x *index) insert(key string, seq uint64, size uint32) int32 {
 // place puts entry i in the first free slot of its probe sequence.
 func (x *index) place(i int32) {
 	m := x.mask()
-	p := x.hash(x.at(i).key) & m
+	p := x.home(x.at(i).fp) & m
 	for x.slots[p] != 0 {
 		p = (p + 1) & m
 	}
@@ -101,7 +119,7 @@ func (x *index) place(i int32) {
 func (x *index) grow() {
 	x.slots = make([]int32, max(minSlots, 2*len(x.slots)))
 	for i := int32(0); i < x.n; i++ {
-		if x.at(i).key != "" {
+		if x.at(i).live() {
 			x.place(i)
 		}
 	}
@@ -128,7 +146,7 @@ func (x *index) touch(i int32) {
 func (x *index) remove(i int32) {
 	e := x.at(i)
 	m := x.mask()
-	p := x.hash(e.key) & m
+	p := x.home(e.fp) & m
 	for x.slots[p] != i+1 {
 		p = (p + 1) & m
 	}
@@ -136,7 +154,7 @@ func (x *index) remove(i int32) {
 	// the hole unless that would move them before their home slot.
 	x.slots[p] = 0
 	for q := (p + 1) & m; x.slots[q] != 0; q = (q + 1) & m {
-		home := x.hash(x.at(x.slots[q]-1).key) & m
+		home := x.home(x.at(x.slots[q]-1).fp) & m
 		if (q-home)&m >= (q-p)&m {
 			x.slots[p], x.slots[q] = x.slots[q], 0
 			p = q
@@ -148,6 +166,9 @@ func (x *index) remove(i int32) {
 	*e = entry{newer: nilEntry, older: x.free}
 	x.free = i
 }
+
+// live reports whether the entry holds a block (free entries are zeroed).
+func (e *entry) live() bool { return e.fp != fingerprint{} }
 
 func (x *index) alloc() int32 {
 	if i := x.free; i != nilEntry {

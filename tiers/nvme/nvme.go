@@ -3,6 +3,7 @@ package nvme
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -176,7 +177,7 @@ func (t *Tier) enter() error {
 }
 
 func (t *Tier) stripe(bk []byte) *sync.Mutex {
-	return &t.stripes[maphash.Bytes(t.idx.seed, bk)%numStripes]
+	return &t.stripes[maphash.Bytes(t.idx.seeds[0], bk)%numStripes]
 }
 
 func (t *Tier) getBuf(n int) *[]byte {
@@ -297,7 +298,7 @@ func (t *Tier) put(ctx context.Context, k tiers.Key, l tiers.Layout, mode codec.
 		if i != nilEntry {
 			t.idx.update(i, seq, uint32(n))
 		} else {
-			t.idx.insert(string(bk), seq, uint32(n))
+			t.idx.insert(bk, seq, uint32(n))
 		}
 	}
 	t.mu.Unlock()
@@ -474,6 +475,30 @@ func (t *Tier) remove(bk []byte, seq uint64) (int64, error) {
 	t.mu.Unlock()
 	t.addGarbage(size)
 	return size, nil
+}
+
+// errFound stops a scan at its first key.
+var errFound = errors.New("nvme: found")
+
+// keyOf returns the binary key of the block last written with seq, read
+// back from its meta key (the index keeps only fingerprints). ErrFormat
+// when there is no such meta key.
+func (t *Tier) keyOf(ctx context.Context, seq uint64) ([]byte, error) {
+	prefix := binary.BigEndian.AppendUint64([]byte{prefixMeta}, seq)
+	var bk []byte
+	err := t.st.scan(ctx, prefix, nil, false, func(key, _ []byte) error {
+		if _, k, err := parseMetaKey(key); err == nil {
+			bk = append([]byte(nil), k...)
+		}
+		return errFound
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return nil, err
+	}
+	if bk == nil {
+		return nil, fmt.Errorf("%w: no meta key with sequence number %d", ErrFormat, seq)
+	}
+	return bk, nil
 }
 
 // dropCorrupt deletes bk after a read found its frame damaged, unless a
@@ -699,7 +724,7 @@ func (t *Tier) load(ctx context.Context) error {
 			t.idx.update(i, seq, m.frameLen)
 			return nil
 		}
-		t.idx.insert(string(bk), seq, m.frameLen)
+		t.idx.insert(bk, seq, m.frameLen)
 		return nil
 	})
 	if err != nil {
@@ -720,10 +745,13 @@ func (t *Tier) load(ctx context.Context) error {
 	}
 	for i := int32(0); i < t.idx.n; i++ {
 		e := t.idx.at(i)
-		if e.key == "" || seen[i/64]&(1<<(i%64)) != 0 {
+		if !e.live() || seen[i/64]&(1<<(i%64)) != 0 {
 			continue
 		}
-		drop = append(drop, op{key: metaKey(e.seq, []byte(e.key)), del: true})
+		// A meta without its frame: read its key back to delete it.
+		if bk, err := t.keyOf(ctx, e.seq); err == nil {
+			drop = append(drop, op{key: metaKey(e.seq, bk), del: true})
+		}
 		t.idx.remove(i)
 	}
 	for len(drop) > 0 {
