@@ -89,7 +89,7 @@ func (s *Store) evict(ctx context.Context, l int) (freed, busy bool) {
 				e := sh.at(i)
 				better := !found || (best.demote && !demote) || (best.demote == demote && e.lastUse < best.lastUse)
 				if better {
-					best, found = candidate{sh: sh, key: e.key, lastUse: e.lastUse, demote: demote}, true
+					best, found = candidate{sh: sh, key: sh.key(i), lastUse: e.lastUse, demote: demote}, true
 				}
 			}
 			sh.mu.Unlock()

@@ -30,7 +30,7 @@ type links struct{ prev, next int32 }
 // and refer to each other by index, so the index costs no heap allocation per
 // block and little for the garbage collector to trace.
 type entry struct {
-	key      Key
+	id       blockID
 	parentFP uint64 // fingerprint of the previous block of the chain, 0 when unknown
 	layout   Layout
 	dram     slotRef // the DRAM copy's slot, when where&inDRAM
@@ -42,10 +42,17 @@ type entry struct {
 	userPins int32   // the part of pins held by Get callers
 	children int32   // cached blocks whose parent is this one (a hint for leaf-first eviction)
 	lists    [numLists]links
-	fp       uint64 // fingerprint of key: the index's map key
 	lastUse  uint64 // store clock at the last touch: orders eviction across shards
 	nextFP   int32  // next entry with the same fingerprint, or nilIdx
 	free     bool
+}
+
+// blockID is a Key as an entry keeps it: the namespace by its id in the
+// store's nsTable.
+type blockID struct {
+	hash  Hash
+	layer int16
+	ns    uint32
 }
 
 // slotRef is a Slot in 16 bytes: where a block's DRAM copy lives.
@@ -66,6 +73,7 @@ type list struct{ head, tail int32 }
 // shard is one lock's worth of the index.
 type shard struct {
 	seed    maphash.Seed     // shared by all shards of a store; set at creation
+	names   *nsTable         // the store's; set at creation
 	mu      sync.RWMutex     // protects everything below
 	idx     map[uint64]int32 // fingerprint → first entry with it (chained by nextFP)
 	count   int
@@ -93,14 +101,16 @@ type counters struct {
 
 const numLevels = int(LevelNVMe) + 1
 
-// pageEntries is the number of entries per slab page.
-const pageEntries = 256
+// pageEntries is the number of entries per slab page: 1024 entries of 136
+// bytes fill exactly 17 of the allocator's 8 KiB pages, where 256 would be
+// rounded up by 18%. TestEntrySize keeps the two in step.
+const pageEntries = 1024
 
 // at returns entry i. Caller holds mu.
 func (s *shard) at(i int32) *entry { return &s.pages[i/pageEntries][i%pageEntries] }
 
-func newShard(seed maphash.Seed) *shard {
-	s := &shard{seed: seed, idx: make(map[uint64]int32)}
+func newShard(seed maphash.Seed, names *nsTable) *shard {
+	s := &shard{seed: seed, names: names, idx: make(map[uint64]int32)}
 	for i := range s.lru {
 		s.lru[i] = list{nilIdx, nilIdx}
 	}
@@ -143,11 +153,24 @@ func (s *shard) findFP(k Key, fp uint64) int32 {
 		return nilIdx
 	}
 	for ; i != nilIdx; i = s.at(i).nextFP {
-		if s.at(i).key == k {
+		if e := s.at(i); e.id.hash == k.Hash && e.id.layer == k.Layer && s.names.name(e.id.ns) == k.Namespace {
 			return i
 		}
 	}
 	return nilIdx
+}
+
+// key returns entry i's key; its Namespace is the store's shared copy.
+// Caller holds mu.
+func (s *shard) key(i int32) Key {
+	e := s.at(i)
+	return Key{Namespace: s.names.name(e.id.ns), Hash: e.id.hash, Layer: e.id.layer}
+}
+
+// fpOf recomputes entry i's fingerprint. Caller holds mu.
+func (s *shard) fpOf(i int32) uint64 {
+	k := s.key(i)
+	return fingerprint(s.seed, nsHash(s.seed, k.Namespace), k)
 }
 
 // each calls fn for every live entry. Caller holds mu.
@@ -175,7 +198,7 @@ func (s *shard) addFP(k Key, fp uint64) int32 {
 		s.nslab++
 	}
 	e := s.at(i)
-	*e = entry{key: k, fp: fp, nextFP: nilIdx}
+	*e = entry{id: blockID{hash: k.Hash, layer: k.Layer, ns: s.names.add(k.Namespace)}, nextFP: nilIdx}
 	for l := range e.lists {
 		e.lists[l] = links{nilIdx, nilIdx}
 	}
@@ -234,12 +257,13 @@ func (s *shard) topFP(fp uint64) Level {
 // unindex removes entry i from its fingerprint chain. Caller holds mu.
 func (s *shard) unindex(i int32) {
 	e := s.at(i)
-	head := s.idx[e.fp]
+	fp := s.fpOf(i)
+	head := s.idx[fp]
 	if head == i {
 		if e.nextFP == nilIdx {
-			delete(s.idx, e.fp)
+			delete(s.idx, fp)
 		} else {
-			s.idx[e.fp] = e.nextFP
+			s.idx[fp] = e.nextFP
 		}
 		return
 	}

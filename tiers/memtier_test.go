@@ -233,9 +233,9 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 		n := 0
 		for fp, head := range sh.idx {
 			for i := head; i != nilIdx; i = sh.at(i).nextFP {
-				if e := sh.at(i); e.fp != fp || e.free || sh.find(e.key) != i {
+				if e := sh.at(i); e.free || sh.fpOf(i) != fp || sh.find(sh.key(i)) != i {
 					sh.mu.RUnlock()
-					return fmt.Errorf("shard %d: fingerprint %x chain holds entry %d (fp %x, free %v)", si, fp, i, e.fp, e.free)
+					return fmt.Errorf("shard %d: fingerprint %x chain holds entry %d (free %v)", si, fp, i, e.free)
 				}
 				n++
 			}
@@ -263,7 +263,7 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 				continue
 			}
 			e := sh.at(i)
-			k := e.key
+			k := sh.key(i)
 			if top := sh.tops[i/pageEntries][i%pageEntries]; top != e.top() {
 				sh.mu.RUnlock()
 				return fmt.Errorf("%v: dense top level %v, entry says %v", k, top, e.top())

@@ -127,7 +127,7 @@ func (s *Store) unstage(sh *shard, i int32) {
 	if r, ok := sh.staged[i]; ok {
 		delete(sh.staged, i)
 		if err := s.dram.Abort(r.slot()); err != nil {
-			s.log.Warn("tiers: freeing a staging slot", "key", sh.at(i).key.String(), "err", err)
+			s.log.Warn("tiers: freeing a staging slot", "key", sh.key(i).String(), "err", err)
 		}
 	}
 }

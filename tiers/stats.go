@@ -84,7 +84,7 @@ func (s *Store) Close() error {
 			sh.mu.RLock()
 			sh.each(func(i int32) {
 				if e := sh.at(i); e.where&inDRAM != 0 && e.where&inNVMe == 0 {
-					keys = append(keys, e.key)
+					keys = append(keys, sh.key(i))
 				}
 			})
 			sh.mu.RUnlock()

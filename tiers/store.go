@@ -7,7 +7,6 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"math"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -132,8 +131,7 @@ type Store struct {
 	hbm    Tier // nil without an HBM tier
 	shards []*shard
 	seed   maphash.Seed // keys the index fingerprints
-	names  sync.Map     // namespace → one shared copy of it (see intern)
-	nnames atomic.Int32 // entries in names
+	names  nsTable      // the namespaces indexed, by id
 	log    *slog.Logger
 
 	evictCursor [numLists]atomic.Uint32 // round-robin start shard for eviction
@@ -167,12 +165,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s.seed = maphash.MakeSeed()
 	s.shards = make([]*shard, cfg.Shards)
 	for i := range s.shards {
-		s.shards[i] = newShard(s.seed)
+		s.shards[i] = newShard(s.seed, &s.names)
 	}
 	if sc, ok := s.nvme.(Scanner); ok {
 		n := 0
 		err := sc.Scan(ctx, func(k Key, l Layout, _ int64) error {
-			k.Namespace = s.intern(k.Namespace)
+			k.Namespace = s.intern(k.Namespace, true)
 			sh, fp := s.locate(k)
 			sh.mu.Lock()
 			i := sh.findFP(k, fp)
@@ -207,24 +205,14 @@ func (s *Store) locate(k Key) (*shard, uint64) {
 	return s.shards[shardIndex(fp, len(s.shards))], fp
 }
 
-// maxInterned bounds the namespaces the store keeps one shared copy of.
-const maxInterned = 1 << 16
-
-// intern returns a shared copy of ns, so that the index and the tiers hold
-// one string per namespace rather than one per block.
-func (s *Store) intern(ns string) string {
-	if v, ok := s.names.Load(ns); ok {
-		return v.(string)
+// intern returns the store's shared copy of ns (the tiers then hold one
+// string per namespace rather than one per block), adding ns to the table
+// of namespaces when add (a put) and it is new.
+func (s *Store) intern(ns string, add bool) string {
+	if add {
+		return s.names.name(s.names.add(ns))
 	}
-	if s.nnames.Load() >= maxInterned {
-		return ns
-	}
-	ns = strings.Clone(ns)
-	v, loaded := s.names.LoadOrStore(ns, ns)
-	if !loaded {
-		s.nnames.Add(1)
-	}
-	return v.(string)
+	return s.names.intern(ns)
 }
 
 // tick advances the store's recency clock.
@@ -249,7 +237,7 @@ func (s *Store) Put(ctx context.Context, k Key, l Layout, data []byte, opts PutO
 	if err := s.checkPut(k, l, len(data), opts); err != nil {
 		return err
 	}
-	k.Namespace = s.intern(k.Namespace)
+	k.Namespace = s.intern(k.Namespace, true)
 	if done, err := s.putExisting(ctx, k, l, opts); done {
 		return err
 	}
@@ -296,7 +284,7 @@ func (s *Store) Refresh(ctx context.Context, k Key, l Layout, opts PutOptions) (
 	if err := s.checkPut(k, l, int(l.Size()), opts); err != nil {
 		return false, err
 	}
-	k.Namespace = s.intern(k.Namespace)
+	k.Namespace = s.intern(k.Namespace, false)
 	return s.putExisting(ctx, k, l, opts)
 }
 
@@ -334,7 +322,7 @@ func (s *Store) Reserve(ctx context.Context, k Key, l Layout) (Reservation, erro
 	if err != nil {
 		return Reservation{}, err
 	}
-	k.Namespace = s.intern(k.Namespace)
+	k.Namespace = s.intern(k.Namespace, true)
 	return Reservation{Key: k, Layout: l, Slot: slot, Data: view}, nil
 }
 
@@ -485,7 +473,7 @@ func (s *Store) adjustChildren(p parentRef, delta int32) bool {
 	defer sh.mu.Unlock()
 	i, ok := sh.idx[p.fp]
 	for ok && i != nilIdx {
-		if e := sh.at(i); e.key.Namespace == p.ns && e.key.Layer == p.layer {
+		if e := sh.at(i); sh.names.name(e.id.ns) == p.ns && e.id.layer == p.layer {
 			e.children += delta
 			if e.children < 0 {
 				e.children = 0 // the parent was deleted and re-added meanwhile
@@ -546,7 +534,7 @@ func (s *Store) Get(ctx context.Context, k Key, opts GetOptions) (Block, error) 
 	if opts.Promote == LevelHBM && s.hbm == nil {
 		return Block{}, fmt.Errorf("%w: no HBM tier", ErrUnavailable)
 	}
-	k.Namespace = s.intern(k.Namespace)
+	k.Namespace = s.intern(k.Namespace, false)
 	b, err := s.getDRAM(ctx, k)
 	if err != nil {
 		return Block{}, err
@@ -870,7 +858,7 @@ func (s *Store) Delete(ctx context.Context, k Key) error {
 // concurrent put of the same key cannot be undone by a late delete.
 func (s *Store) dropCopies(sh *shard, i int32, bits uint8) {
 	e := sh.at(i)
-	k := e.key
+	k := sh.key(i)
 	ctx := context.Background()
 	if bits&inHBM != 0 && e.where&inHBM != 0 {
 		if err := s.hbm.Delete(ctx, k); err != nil {
