@@ -322,7 +322,7 @@ func (s *Store) Reserve(ctx context.Context, k Key, l Layout) (Reservation, erro
 	if err != nil {
 		return Reservation{}, err
 	}
-	k.Namespace = s.intern(k.Namespace, true)
+	k.Namespace = s.intern(k.Namespace, false) // Commit adds a new namespace: an aborted reservation leaves none
 	return Reservation{Key: k, Layout: l, Slot: slot, Data: view}, nil
 }
 
