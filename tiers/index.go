@@ -27,8 +27,10 @@ const nilIdx = -1
 type links struct{ prev, next int32 }
 
 // entry is the store's record of one block. Entries live in a per-shard slab
-// and refer to each other by index, so the index costs no heap allocation per
-// block and little for the garbage collector to trace.
+// and refer to each other by index, and hold no pointer (the namespace is an
+// nsTable id): the index costs no heap allocation per block and nothing for
+// the garbage collector to trace. Keep it at 136 bytes or adjust pageEntries
+// (TestEntrySize).
 type entry struct {
 	id       blockID
 	parentFP uint64 // fingerprint of the previous block of the chain, 0 when unknown
