@@ -75,6 +75,7 @@ var (
 	tierLabels      = []string{"tier", "name"}
 	descTierCap     = prometheus.NewDesc("kvtier_tier_capacity_bytes", "Hard capacity of the tier.", tierLabels, nil)
 	descTierUsed    = prometheus.NewDesc("kvtier_tier_used_bytes", "Bytes of blocks held by the tier.", tierLabels, nil)
+	descTierLogical = prometheus.NewDesc("kvtier_tier_logical_bytes", "Bytes the tier's blocks take decoded; used_bytes is what they take as stored.", tierLabels, nil)
 	descTierRes     = prometheus.NewDesc("kvtier_tier_reserved_bytes", "Bytes the tier consumes for its blocks (slots, value log).", tierLabels, nil)
 	descTierBlocks  = prometheus.NewDesc("kvtier_tier_blocks", "Blocks held by the tier.", tierLabels, nil)
 	descTierHits    = prometheus.NewDesc("kvtier_tier_hits_total", "Gets served with this tier as the fastest holding the block.", tierLabels, nil)
@@ -89,7 +90,7 @@ var (
 )
 
 func (storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descTierCap, descTierUsed, descTierRes, descTierBlocks, descTierHits,
+	for _, d := range []*prometheus.Desc{descTierCap, descTierUsed, descTierLogical, descTierRes, descTierBlocks, descTierHits,
 		descTierEvict, descTierPromote, descTierCorrupt, descMisses, descDemotions, descIndexed, descPinned, descWBQueue} {
 		ch <- d
 	}
@@ -107,6 +108,7 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		g(descTierCap, l.CapacityBytes)
 		g(descTierUsed, l.UsedBytes)
+		g(descTierLogical, l.LogicalBytes)
 		g(descTierRes, l.ReservedBytes)
 		g(descTierBlocks, l.Blocks)
 		ctr(descTierHits, l.Hits)

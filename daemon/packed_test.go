@@ -37,14 +37,14 @@ func TestCompressedDRAMPlanes(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := stats(t, e.cl)
-	var dramUsed uint64
+	var dramUsed, dramLogical uint64
 	for _, tier := range st.GetTiers() {
 		if tier.GetName() == "dram" {
-			dramUsed = tier.GetUsedBytes()
+			dramUsed, dramLogical = tier.GetUsedBytes(), tier.GetLogicalBytes()
 		}
 	}
-	if dramUsed == 0 || dramUsed >= 2<<20 {
-		t.Fatalf("DRAM holds %d bytes for two 1 MiB blocks; want them compressed", dramUsed)
+	if dramUsed == 0 || dramUsed >= 2<<20 || dramLogical != 2<<20 {
+		t.Fatalf("DRAM holds %d bytes (%d decoded) for two 1 MiB blocks; want them compressed", dramUsed, dramLogical)
 	}
 	for _, k := range []*pb.Key{kIn, kShm} {
 		want := compressible(k)

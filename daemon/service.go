@@ -265,6 +265,7 @@ func (s *Server) Stats(context.Context, *pb.StatsRequest) (*pb.StatsResponse, er
 			Hits:          uint64(max(l.Hits, 0)),
 			Evictions:     uint64(max(l.Evictions, 0)),
 			Promotions:    uint64(max(l.Promotions, 0)),
+			LogicalBytes:  uint64(max(l.LogicalBytes, 0)),
 		})
 	}
 	resp.Sessions, resp.Leases = s.shm.counts()

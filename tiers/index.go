@@ -99,6 +99,9 @@ type counters struct {
 	promotions [numLevels]int64
 	demotions  int64
 	corrupt    int64 // NVMe copies whose layout disagreed with the index
+	// logical is, per level, the sum of the layout sizes of the blocks the
+	// level holds: what they take decoded, whatever their frames take.
+	logical [numLevels]int64
 }
 
 const numLevels = int(LevelNVMe) + 1
@@ -239,8 +242,24 @@ func (s *shard) pinUser(i int32) {
 
 // setWhere sets the copies entry i has, keeping its dense top level in
 // step. Caller holds mu (write).
+//
+// It also keeps counters.logical: an entry's layout changes only while it
+// holds no copy, so the size a bit was counted with is the size it is
+// uncounted with.
 func (s *shard) setWhere(i int32, w uint8) {
 	e := s.at(i)
+	if changed := e.where ^ w; changed != 0 {
+		size := e.layout.Size()
+		for l, bit := range bitOf {
+			switch {
+			case changed&bit == 0:
+			case w&bit != 0:
+				s.ctr.logical[levelOf[l]] += size
+			default:
+				s.ctr.logical[levelOf[l]] -= size
+			}
+		}
+	}
 	e.where = w
 	s.tops[i/pageEntries][i%pageEntries] = e.top()
 }

@@ -245,10 +245,21 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 			return fmt.Errorf("shard %d: %d staging slots left with no reader", si, len(sh.staged))
 		}
 		pinned := 0
+		var logical [numLevels]int64
 		for i := int32(0); i < sh.nslab; i++ {
-			if e := sh.at(i); !e.free && e.userPins > 0 {
+			e := sh.at(i)
+			if !e.free && e.userPins > 0 {
 				pinned++
 			}
+			for l, bit := range bitOf {
+				if !e.free && e.where&bit != 0 {
+					logical[levelOf[l]] += e.layout.Size()
+				}
+			}
+		}
+		if logical != sh.ctr.logical {
+			sh.mu.RUnlock()
+			return fmt.Errorf("shard %d: blocks take %v bytes decoded per level, counters say %v", si, logical, sh.ctr.logical)
 		}
 		if pinned != sh.pinned {
 			sh.mu.RUnlock()

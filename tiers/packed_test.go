@@ -116,6 +116,9 @@ func TestCompressedDRAM(t *testing.T) {
 				}
 			}
 			st := s.Stats()
+			if d := st.Levels[0]; d.LogicalBytes != d.Blocks*l.Size() || (c.fitsAll && d.UsedBytes >= d.LogicalBytes*3/4) {
+				t.Fatalf("DRAM holds %d blocks in %d bytes, %d decoded; want every block counted decoded, and compressed when all fit", d.Blocks, d.UsedBytes, d.LogicalBytes)
+			}
 			if ev := st.Levels[0].Evictions; (ev == 0) != c.fitsAll {
 				t.Fatalf("%d DRAM evictions putting %d blocks (%d raw bytes) into %d bytes; want fits all = %v",
 					ev, len(blocks), raw, st.Levels[0].CapacityBytes, c.fitsAll)

@@ -13,6 +13,10 @@ type LevelStats struct {
 	Hits       int64 // Gets served with this as the fastest level holding the block
 	Evictions  int64 // copies evicted from this level
 	Promotions int64 // copies brought into this level from below
+	// LogicalBytes is what the level's blocks take decoded (the sum of their
+	// layout sizes); UsedBytes is what they take as stored, which is less
+	// where the level keeps codec frames (NVMe, compressed DRAM).
+	LogicalBytes int64
 }
 
 // Stats is a snapshot of the store.
@@ -37,6 +41,7 @@ func (s *Store) Stats() Stats {
 			c.hits[l] += sh.ctr.hits[l]
 			c.evictions[l] += sh.ctr.evictions[l]
 			c.promotions[l] += sh.ctr.promotions[l]
+			c.logical[l] += sh.ctr.logical[l]
 		}
 		c.misses += sh.ctr.misses
 		c.demotions += sh.ctr.demotions
@@ -54,6 +59,7 @@ func (s *Store) Stats() Stats {
 		st.Levels = append(st.Levels, LevelStats{
 			Level: lvl, TierStats: ts,
 			Hits: c.hits[lvl], Evictions: c.evictions[lvl], Promotions: c.promotions[lvl],
+			LogicalBytes: c.logical[lvl],
 		})
 	}
 	add(LevelHBM, s.hbm)

@@ -451,6 +451,7 @@ type tierJSON struct {
 	Name          string `json:"name"`
 	CapacityBytes uint64 `json:"capacity_bytes"`
 	UsedBytes     uint64 `json:"used_bytes"`
+	LogicalBytes  uint64 `json:"logical_bytes"` // decoded; more than used_bytes where frames are stored
 	ReservedBytes uint64 `json:"reserved_bytes"`
 	Blocks        uint64 `json:"blocks"`
 	Hits          uint64 `json:"hits"`
@@ -489,7 +490,7 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 	for _, t := range st.GetTiers() {
 		out.Tiers = append(out.Tiers, tierJSON{
 			Tier: tierName(t.GetTier()), Name: t.GetName(), CapacityBytes: t.GetCapacityBytes(),
-			UsedBytes: t.GetUsedBytes(), ReservedBytes: t.GetReservedBytes(), Blocks: t.GetBlocks(),
+			UsedBytes: t.GetUsedBytes(), LogicalBytes: t.GetLogicalBytes(), ReservedBytes: t.GetReservedBytes(), Blocks: t.GetBlocks(),
 			Hits: t.GetHits(), Evictions: t.GetEvictions(), Promotions: t.GetPromotions(), Corrupt: t.GetCorrupt(),
 		})
 	}
@@ -500,9 +501,9 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	fmt.Fprintf(stdout, "%-6s %-10s %14s %14s %10s %10s %10s %10s\n", "TIER", "NAME", "CAPACITY", "USED", "BLOCKS", "HITS", "EVICTIONS", "PROMOTIONS")
+	fmt.Fprintf(stdout, "%-6s %-10s %14s %14s %14s %10s %10s %10s %10s\n", "TIER", "NAME", "CAPACITY", "USED", "DECODED", "BLOCKS", "HITS", "EVICTIONS", "PROMOTIONS")
 	for _, t := range out.Tiers {
-		fmt.Fprintf(stdout, "%-6s %-10s %14d %14d %10d %10d %10d %10d\n", t.Tier, t.Name, t.CapacityBytes, t.UsedBytes, t.Blocks, t.Hits, t.Evictions, t.Promotions)
+		fmt.Fprintf(stdout, "%-6s %-10s %14d %14d %14d %10d %10d %10d %10d\n", t.Tier, t.Name, t.CapacityBytes, t.UsedBytes, t.LogicalBytes, t.Blocks, t.Hits, t.Evictions, t.Promotions)
 	}
 	fmt.Fprintf(stdout, "indexed blocks %d, pinned %d, misses %d, corrupt %d, demotions %d, write-behind queue %d, shm sessions %d, leases %d\n",
 		out.IndexedBlocks, out.PinnedBlocks, out.Misses, out.Corrupt, out.Demotions, out.WriteBehindQueue, out.Sessions, out.Leases)

@@ -1334,7 +1334,11 @@ type TierStats struct {
 	// Copies evicted from this tier.
 	Evictions uint64 `protobuf:"varint,9,opt,name=evictions,proto3" json:"evictions,omitempty"`
 	// Copies brought into this tier from below.
-	Promotions    uint64 `protobuf:"varint,10,opt,name=promotions,proto3" json:"promotions,omitempty"`
+	Promotions uint64 `protobuf:"varint,10,opt,name=promotions,proto3" json:"promotions,omitempty"`
+	// Bytes the tier's blocks take decoded (the sum of their layout sizes).
+	// used_bytes is what they take as stored: less where the tier keeps codec
+	// frames (NVMe; DRAM with --dram-codec).
+	LogicalBytes  uint64 `protobuf:"varint,11,opt,name=logical_bytes,json=logicalBytes,proto3" json:"logical_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1435,6 +1439,13 @@ func (x *TierStats) GetEvictions() uint64 {
 func (x *TierStats) GetPromotions() uint64 {
 	if x != nil {
 		return x.Promotions
+	}
+	return 0
+}
+
+func (x *TierStats) GetLogicalBytes() uint64 {
+	if x != nil {
+		return x.LogicalBytes
 	}
 	return 0
 }
@@ -2923,7 +2934,7 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\rDeleteRequest\x12 \n" +
 	"\x03key\x18\x01 \x01(\v2\x0e.kvtier.v1.KeyR\x03key\"\x10\n" +
 	"\x0eDeleteResponse\"\x0e\n" +
-	"\fStatsRequest\"\xb5\x02\n" +
+	"\fStatsRequest\"\xda\x02\n" +
 	"\tTierStats\x12#\n" +
 	"\x04tier\x18\x01 \x01(\x0e2\x0f.kvtier.v1.TierR\x04tier\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
@@ -2938,7 +2949,8 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\n" +
 	"promotions\x18\n" +
 	" \x01(\x04R\n" +
-	"promotions\"\xb9\x02\n" +
+	"promotions\x12#\n" +
+	"\rlogical_bytes\x18\v \x01(\x04R\flogicalBytes\"\xb9\x02\n" +
 	"\rStatsResponse\x12*\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x14.kvtier.v1.TierStatsR\x05tiers\x12%\n" +
 	"\x0eindexed_blocks\x18\x02 \x01(\x04R\rindexedBlocks\x12#\n" +
