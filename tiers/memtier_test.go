@@ -25,6 +25,9 @@ type memTier struct {
 	closed   bool
 	// corruptNext makes the next Get of this key fail its checksum.
 	corruptNext map[Key]bool
+	// beforeGet, when set, runs at the start of every Get, without mu: a
+	// test's way to act while the store reads this tier.
+	beforeGet func(k Key)
 }
 
 type memBlock struct {
@@ -152,6 +155,9 @@ func (m *memTier) hasSlot(s Slot) bool {
 }
 
 func (m *memTier) Get(ctx context.Context, k Key, dst []byte) (Layout, []byte, error) {
+	if m.beforeGet != nil {
+		m.beforeGet(k)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {

@@ -565,28 +565,46 @@ func (s *Store) getDRAM(ctx context.Context, k Key) (Block, error) {
 	if e.where&inDRAM != 0 {
 		sh.touch(i, s.tick())
 		sh.ctr.hits[from]++
-		if !e.packed {
-			b := s.dramBlock(k, e, from)
-			sh.mu.Unlock()
-			return b, nil
-		}
-		if st, ok := sh.staged[i]; ok {
-			b := stagedBlock(k, l, st, s.dram, from)
-			sh.mu.Unlock()
-			return b, nil
-		}
-		frame := s.dram.Bytes(e.dram.slot()) // stays put while pinned
-		sh.mu.Unlock()
-		b, err := s.unpack(ctx, k, l, frame, from)
-		if err != nil {
-			s.unpin(k, true)
-			return Block{}, err
-		}
-		return b, nil
+		return s.readDRAM(ctx, sh, i, k, from)
 	}
 	// Only on NVMe: promote.
 	sh.mu.Unlock()
 	b, err := s.promoteDRAM(ctx, k, l)
+	if errors.Is(err, ErrNotFound) {
+		// The NVMe copy was unusable; a put may have landed a DRAM copy
+		// while it was read. Serve that one.
+		sh.mu.Lock()
+		if i := sh.findFP(k, fp); i != nilIdx && sh.at(i).where&inDRAM != 0 {
+			return s.readDRAM(ctx, sh, i, k, LevelDRAM)
+		}
+		sh.mu.Unlock()
+	}
+	if err != nil {
+		s.unpin(k, true)
+		return Block{}, err
+	}
+	return b, nil
+}
+
+// readDRAM returns entry i's DRAM copy to a reader that holds a pin on it,
+// decoding it into a staging slot if DRAM keeps it compressed. Caller holds
+// sh.mu; readDRAM releases it. On error the reader's pin is dropped.
+func (s *Store) readDRAM(ctx context.Context, sh *shard, i int32, k Key, from Level) (Block, error) {
+	e := sh.at(i)
+	if !e.packed {
+		b := s.dramBlock(k, e, from)
+		sh.mu.Unlock()
+		return b, nil
+	}
+	l := e.layout
+	if st, ok := sh.staged[i]; ok {
+		b := stagedBlock(k, l, st, s.dram, from)
+		sh.mu.Unlock()
+		return b, nil
+	}
+	frame := s.dram.Bytes(e.dram.slot()) // stays put while pinned
+	sh.mu.Unlock()
+	b, err := s.unpack(ctx, k, l, frame, from)
 	if err != nil {
 		s.unpin(k, true)
 		return Block{}, err

@@ -659,6 +659,46 @@ func runModel(t *testing.T, seed uint64, dramBlocks, nvmeBlocks, hbmBlocks int, 
 	return staged
 }
 
+// TestGetAfterCorruptPromotion: when a Get finds the only (NVMe) copy
+// corrupt while a put of the same block lands in DRAM, it serves the new
+// DRAM copy rather than reporting a miss.
+func TestGetAfterCorruptPromotion(t *testing.T) {
+	ctx := context.Background()
+	ts := newTestStore(t, 2, 4, 0)
+	k0 := testKey("m", 0)
+	for i := range 3 { // DRAM holds two: k0, the oldest, is evicted from it
+		k := testKey("m", i)
+		ts.Put(ctx, k, testLayout, content(k, testBlock, 0), PutOptions{Durable: true})
+	}
+	if ts.has(k0, inDRAM) || !ts.has(k0, inNVMe) {
+		t.Fatal("setup: k0 should be on NVMe only")
+	}
+	ts.nvme.mu.Lock()
+	ts.nvme.corruptNext[k0] = true
+	ts.nvme.mu.Unlock()
+	putDuringRead := false
+	ts.nvme.beforeGet = func(k Key) {
+		if k == k0 && !putDuringRead {
+			putDuringRead = true
+			// The promotion holds one DRAM slot; this put evicts a
+			// persisted block for the other.
+			if err := ts.Put(ctx, k0, testLayout, content(k0, testBlock, 0), PutOptions{}); err != nil {
+				t.Errorf("put during the read: %v", err)
+			}
+		}
+	}
+	b, err := ts.Get(ctx, k0, GetOptions{})
+	ts.nvme.beforeGet = nil
+	if err != nil {
+		t.Fatalf("Get: %v; want the copy the concurrent put landed", err)
+	}
+	if !putDuringRead || !bytes.Equal(b.Data, content(k0, testBlock, 0)) {
+		t.Fatalf("put ran: %v; bytes equal: %v", putDuringRead, bytes.Equal(b.Data, content(k0, testBlock, 0)))
+	}
+	ts.Release(k0)
+	ts.check(t)
+}
+
 // TestStoreConcurrent hammers one store from many goroutines under -race.
 func TestStoreConcurrent(t *testing.T) {
 	for _, packed := range []bool{false, true} {
