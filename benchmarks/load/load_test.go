@@ -366,13 +366,24 @@ func BenchmarkLookup(b *testing.B) {
 		// The target is at 16 clients; one client shows the latency without queueing.
 		for _, n := range []int{lookupClients, 1} {
 			b.Run(fmt.Sprintf("blocks=%d/clients=%d/form=%s", lookupBlocks, n, form.name), func(b *testing.B) {
-				runLookups(b, e, n, form.req)
+				runLookups(b, e, n, 0, form.req)
+			})
+		}
+		// The same 16 clients, each sending at a fixed rate instead of back
+		// to back (open loop): what an engine that looks up once per new
+		// request sees below saturation. Latency is counted from each
+		// request's scheduled time, so a backlog shows in it.
+		for _, rate := range []int{800, 1600} {
+			b.Run(fmt.Sprintf("blocks=%d/clients=%d/form=%s/rate=%d", lookupBlocks, lookupClients, form.name, rate), func(b *testing.B) {
+				runLookups(b, e, lookupClients, rate, form.req)
 			})
 		}
 	}
 }
 
-func runLookups(b *testing.B, e *env, lookupClients int, req *pb.LookupRequest) {
+// runLookups runs b.N lookups from lookupClients clients: back to back when
+// rate is 0, else rate lookups a second in all, evenly spaced per client.
+func runLookups(b *testing.B, e *env, lookupClients, rate int, req *pb.LookupRequest) {
 	ctx := context.Background()
 	clients := make([]*client.Client, lookupClients)
 	for i := range clients {
@@ -397,11 +408,20 @@ func runLookups(b *testing.B, e *env, lookupClients int, req *pb.LookupRequest) 
 			share++
 		}
 		lat[c] = make([]time.Duration, 0, share)
+		var interval time.Duration
+		if rate > 0 {
+			interval = time.Duration(float64(time.Second) * float64(lookupClients) / float64(rate))
+		}
+		start := time.Now().Add(interval * time.Duration(c) / time.Duration(lookupClients))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range share {
+			for j := range share {
 				t0 := time.Now()
+				if interval > 0 {
+					t0 = start.Add(interval * time.Duration(j))
+					time.Sleep(time.Until(t0))
+				}
 				resp, err := clients[c].Lookup(ctx, req)
 				lat[c] = append(lat[c], time.Since(t0))
 				if err != nil {
