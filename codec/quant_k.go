@@ -158,13 +158,7 @@ func (g *qgeom) keyOutliers(dst []byte, f []float32, gmn, gmx []int32, energy, c
 		}
 	}
 	outs := pickOutliers(cands, int(g.q.out*float64(T*D)), growF64(&sc.gains, len(cands)))
-	for _, o := range outs {
-		if o.max {
-			gmx[o.grp] = o.key
-		} else {
-			gmn[o.grp] = o.key
-		}
-	}
+	narrowGroups(outs, gmn, gmx)
 	return appendOutliers(dst, outs, posBits(kg), func(i int) uint8 {
 		o := outs[i]
 		c, t := int(o.grp)%D, int(o.grp)/D*kg+int(o.pos)

@@ -124,6 +124,18 @@ func pickOutliers(c []outCand, k int, gains []float64) []outCand {
 	return out
 }
 
+// narrowGroups gives each group that loses an outlier its new min or max
+// key, so that the group's range no longer spans the outlier.
+func narrowGroups(outs []outCand, gmn, gmx []int32) {
+	for _, o := range outs {
+		if o.max {
+			gmx[o.grp] = o.key
+		} else {
+			gmn[o.grp] = o.key
+		}
+	}
+}
+
 // appendOutliers writes the section; code(i) gives entry i's grid code and
 // pb is the position width.
 func appendOutliers(dst []byte, c []outCand, pb int, code func(i int) uint8) []byte {

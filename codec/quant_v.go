@@ -131,13 +131,7 @@ func (g *qgeom) valueOutliers(dst []byte, f []float32, gmn, gmx []int32, b int, 
 		cands = append(cands, candidate(int32(k), n, gmn[k], gmx[k], mn2, mx2, imin, imax, 1/(lv*lv)))
 	}
 	outs := pickOutliers(cands, int(g.q.out*float64(T*D)), growF64(&sc.gains, len(cands)))
-	for _, o := range outs {
-		if o.max {
-			gmx[o.grp] = o.key
-		} else {
-			gmn[o.grp] = o.key
-		}
-	}
+	narrowGroups(outs, gmn, gmx)
 	return appendOutliers(dst, outs, posBits(vg), func(i int) uint8 {
 		o := outs[i]
 		return gridCode(f[int(o.grp)/nv*D+int(o.grp)%nv*vg+int(o.pos)], mn, mx)

@@ -2,7 +2,6 @@ package tiers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -89,7 +88,7 @@ func (s *Store) unpack(ctx context.Context, k Key, l Layout, frame []byte, from 
 		s.log.Error("tiers: compressed DRAM copy fails to decode; removed", "key", k.String(), "err", err)
 		sh.ctr.corrupt++
 		sh.ctr.misses++
-		if errors.Is(err, codec.ErrCorrupt) && sh.at(i).pins == 1 {
+		if sh.at(i).pins == 1 { // no other reader or I/O holds it
 			s.dropCopies(sh, i, inDRAM|inHBM)
 		}
 		return Block{}, fmt.Errorf("%w: %v (DRAM copy unusable: %v)", ErrNotFound, k, err)

@@ -58,14 +58,7 @@ func BenchmarkStoreDRAM(b *testing.B) {
 			pool[i] = byte(i)
 		}
 		slot := func(i int) []byte { o := (i % window) * n; return pool[o : o+n] }
-		b.Run(fmt.Sprintf("ref=copyin/size=%d", n), func(b *testing.B) {
-			b.SetBytes(int64(n))
-			i := 0
-			for b.Loop() {
-				copy(slot(i), src)
-				i++
-			}
-		})
+		benchCopy(b, "copyin", n, func(i int) { copy(slot(i), src) })
 		ref, err := dram.New(int64(window*n), dram.WithPrefault(true))
 		if err != nil {
 			b.Fatal(err)
@@ -75,14 +68,7 @@ func BenchmarkStoreDRAM(b *testing.B) {
 			shm[i] = byte(i)
 		}
 		shmSlot := func(i int) []byte { o := (i % window) * n; return shm[o : o+n] }
-		b.Run(fmt.Sprintf("ref=arena-copyin/size=%d", n), func(b *testing.B) {
-			b.SetBytes(int64(n))
-			i := 0
-			for b.Loop() {
-				copy(shmSlot(i), src)
-				i++
-			}
-		})
+		benchCopy(b, "arena-copyin", n, func(i int) { copy(shmSlot(i), src) })
 		// Once the arena is full, the slot a put gets is the one eviction
 		// just freed: in effect a random one of the window, not the next in
 		// address order; and a get reads a block wherever it landed. These
@@ -90,30 +76,9 @@ func BenchmarkStoreDRAM(b *testing.B) {
 		// show what that pattern alone costs the memory system (TLB misses
 		// and prefetch restarts on 4 KiB pages).
 		perm := rand.New(rand.NewPCG(1, 2)).Perm(window)
-		b.Run(fmt.Sprintf("ref=arena-copyin-scattered/size=%d", n), func(b *testing.B) {
-			b.SetBytes(int64(n))
-			i := 0
-			for b.Loop() {
-				copy(shmSlot(perm[i%window]), src)
-				i++
-			}
-		})
-		b.Run(fmt.Sprintf("ref=arena-copyout/size=%d", n), func(b *testing.B) {
-			b.SetBytes(int64(n))
-			i := 0
-			for b.Loop() {
-				copy(dst, shmSlot(i))
-				i++
-			}
-		})
-		b.Run(fmt.Sprintf("ref=arena-copyout-scattered/size=%d", n), func(b *testing.B) {
-			b.SetBytes(int64(n))
-			i := 0
-			for b.Loop() {
-				copy(dst, shmSlot(perm[i%window]))
-				i++
-			}
-		})
+		benchCopy(b, "arena-copyin-scattered", n, func(i int) { copy(shmSlot(perm[i%window]), src) })
+		benchCopy(b, "arena-copyout", n, func(i int) { copy(dst, shmSlot(i)) })
+		benchCopy(b, "arena-copyout-scattered", n, func(i int) { copy(dst, shmSlot(perm[i%window])) })
 		ref.Close()
 		d, err := dram.New(int64(window*n), dram.WithPrefault(true))
 		if err != nil {
@@ -140,14 +105,7 @@ func BenchmarkStoreDRAM(b *testing.B) {
 				next++
 			}
 		})
-		b.Run(fmt.Sprintf("ref=copyout/size=%d", n), func(b *testing.B) {
-			b.SetBytes(int64(n))
-			i := 0
-			for b.Loop() {
-				copy(dst, slot(i))
-				i++
-			}
-		})
+		benchCopy(b, "copyout", n, func(i int) { copy(dst, slot(i)) })
 		b.Run(fmt.Sprintf("op=get/size=%d", n), func(b *testing.B) {
 			b.SetBytes(int64(n))
 			b.ReportAllocs()
@@ -217,6 +175,19 @@ func TestHeapBudget(t *testing.T) {
 	if used > budget {
 		t.Fatalf("heap %d bytes exceeds the budget of %d", used, budget)
 	}
+}
+
+// benchCopy runs a copy reference of BenchmarkStoreDRAM: step(i) copies n
+// bytes for iteration i.
+func benchCopy(b *testing.B, name string, n int, step func(i int)) {
+	b.Run(fmt.Sprintf("ref=%s/size=%d", name, n), func(b *testing.B) {
+		b.SetBytes(int64(n))
+		i := 0
+		for b.Loop() {
+			step(i)
+			i++
+		}
+	})
 }
 
 // TestIndexHeap measures what the Store's index costs per block, without

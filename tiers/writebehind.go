@@ -52,9 +52,10 @@ func (s *Store) persistSync(ctx context.Context, k Key) error {
 // one persist of a block runs at a time; a second caller waits for it.
 func (s *Store) persist(ctx context.Context, k Key) error {
 	sh, fp := s.locate(k)
+	var i int32
 	for {
 		sh.mu.Lock()
-		i := sh.findFP(k, fp)
+		i = sh.findFP(k, fp)
 		if i == nilIdx {
 			sh.mu.Unlock()
 			return nil // deleted or evicted before its turn
@@ -72,7 +73,6 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 			return err
 		}
 	}
-	i := sh.findFP(k, fp)
 	e := sh.at(i)
 	l, view, packed := e.layout, s.dram.Bytes(e.dram.slot()), e.packed
 	e.pins++

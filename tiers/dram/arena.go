@@ -317,14 +317,8 @@ func (a *Arena) Commit(k tiers.Key, l tiers.Layout, s tiers.Slot) error {
 
 // commit publishes a well-formed slot s; k and l are valid.
 func (a *Arena) commit(k tiers.Key, l tiers.Layout, s tiers.Slot) error {
-	p := &a.meta[s.Offset>>pageShift]
-	if !p.CompareAndSwap(s.Gen<<genShift|stateReserved, s.Gen<<genShift|stateCommitted) {
-		return fmt.Errorf("%w: offset %d, gen %d", ErrNotReserved, s.Offset, s.Gen)
-	}
-	// The slot is ours now: its span cannot be released under us.
-	if size := a.spans[a.chunkHead[s.Offset>>a.chunkShift].Load()].slotSize.Load(); s.Len > size {
-		p.Store(s.Gen<<genShift | stateReserved)
-		return fmt.Errorf("%w: dram: %d-byte block does not fit the %d-byte slot at %d", tiers.ErrInvalid, s.Len, size, s.Offset)
+	if err := a.claim(s, stateCommitted); err != nil {
+		return err
 	}
 	sh := a.shard(k)
 	sh.mu.Lock()
@@ -345,15 +339,36 @@ func (a *Arena) commit(k tiers.Key, l tiers.Layout, s tiers.Slot) error {
 
 // Abort frees a reservation that will not be committed. Aborting a slot that
 // is not an outstanding reservation is ErrNotReserved.
-func (a *Arena) Abort(s tiers.Slot) error {
+func (a *Arena) Abort(s tiers.Slot) error { return a.releaseFrom(s, stateReserved, ErrNotReserved) }
+
+// claim moves the outstanding reservation s, well formed, to state to
+// (committed or sealed), after checking that s.Len fits its slot; anything
+// else is ErrNotReserved (or ErrInvalid for the length), and s is left as
+// it was.
+func (a *Arena) claim(s tiers.Slot, to uint32) error {
+	p := &a.meta[s.Offset>>pageShift]
+	if !p.CompareAndSwap(s.Gen<<genShift|stateReserved, s.Gen<<genShift|to) {
+		return fmt.Errorf("%w: offset %d, gen %d", ErrNotReserved, s.Offset, s.Gen)
+	}
+	// The slot is ours now: its span cannot be released under us.
+	if size := a.spans[a.chunkHead[s.Offset>>a.chunkShift].Load()].slotSize.Load(); s.Len > size {
+		p.Store(s.Gen<<genShift | stateReserved)
+		return fmt.Errorf("%w: dram: %d-byte block does not fit the %d-byte slot at %d", tiers.ErrInvalid, s.Len, size, s.Offset)
+	}
+	return nil
+}
+
+// releaseFrom frees slot s if it is in state from (reserved or sealed);
+// anything else is notErr, and nothing changes.
+func (a *Arena) releaseFrom(s tiers.Slot, from uint32, notErr error) error {
 	if a.closed.Load() {
 		return tiers.ErrClosed
 	}
 	if !a.wellFormed(s) {
-		return fmt.Errorf("%w: offset %d, length %d, gen %d", ErrNotReserved, s.Offset, s.Len, s.Gen)
+		return fmt.Errorf("%w: offset %d, length %d, gen %d", notErr, s.Offset, s.Len, s.Gen)
 	}
-	if _, ok := a.release(s.Offset, s.Gen, stateReserved); !ok {
-		return fmt.Errorf("%w: offset %d, gen %d", ErrNotReserved, s.Offset, s.Gen)
+	if _, ok := a.release(s.Offset, s.Gen, from); !ok {
+		return fmt.Errorf("%w: offset %d, gen %d", notErr, s.Offset, s.Gen)
 	}
 	return nil
 }

@@ -36,13 +36,8 @@ func (a *Arena) Seal(s tiers.Slot) error {
 	if !a.wellFormed(s) {
 		return fmt.Errorf("%w: offset %d, length %d, gen %d", ErrNotReserved, s.Offset, s.Len, s.Gen)
 	}
-	p := &a.meta[s.Offset>>pageShift]
-	if !p.CompareAndSwap(s.Gen<<genShift|stateReserved, s.Gen<<genShift|stateSealed) {
-		return fmt.Errorf("%w: offset %d, gen %d", ErrNotReserved, s.Offset, s.Gen)
-	}
-	if size := a.spans[a.chunkHead[s.Offset>>a.chunkShift].Load()].slotSize.Load(); s.Len > size {
-		p.Store(s.Gen<<genShift | stateReserved)
-		return fmt.Errorf("%w: dram: %d-byte block does not fit the %d-byte slot at %d", tiers.ErrInvalid, s.Len, size, s.Offset)
+	if err := a.claim(s, stateSealed); err != nil {
+		return err
 	}
 	c := a.sealedCounter(s.Offset)
 	c.used.Add(s.Len)
@@ -54,14 +49,8 @@ func (a *Arena) Seal(s tiers.Slot) error {
 // keyed block, a slot already freed or handed out again) is ErrNotSealed and
 // changes nothing.
 func (a *Arena) Free(s tiers.Slot) error {
-	if a.closed.Load() {
-		return tiers.ErrClosed
-	}
-	if !a.wellFormed(s) {
-		return fmt.Errorf("%w: offset %d, length %d, gen %d", ErrNotSealed, s.Offset, s.Len, s.Gen)
-	}
-	if _, ok := a.release(s.Offset, s.Gen, stateSealed); !ok {
-		return fmt.Errorf("%w: offset %d, gen %d", ErrNotSealed, s.Offset, s.Gen)
+	if err := a.releaseFrom(s, stateSealed, ErrNotSealed); err != nil {
+		return err
 	}
 	c := a.sealedCounter(s.Offset)
 	c.used.Add(-s.Len)

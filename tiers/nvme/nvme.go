@@ -176,6 +176,22 @@ func (t *Tier) enter() error {
 	return nil
 }
 
+// enterKey is enter for a call on key k: after the closed check it also
+// fails, releasing opsMu, when ctx is done or k is invalid.
+func (t *Tier) enterKey(ctx context.Context, k tiers.Key) error {
+	if err := t.enter(); err != nil {
+		return err
+	}
+	err := ctx.Err()
+	if err == nil {
+		err = k.Validate()
+	}
+	if err != nil {
+		t.opsMu.RUnlock()
+	}
+	return err
+}
+
 func (t *Tier) stripe(bk []byte) *sync.Mutex {
 	return &t.stripes[maphash.Bytes(t.idx.seeds[0], bk)%numStripes]
 }
@@ -198,16 +214,10 @@ func (t *Tier) getBuf(n int) *[]byte {
 // bad key or a length that does not match l, and ErrStore when Badger fails;
 // on any error nothing is indexed and the previous copy, if any, remains.
 func (t *Tier) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte) error {
-	if err := t.enter(); err != nil {
+	if err := t.enterKey(ctx, k); err != nil {
 		return err
 	}
 	defer t.opsMu.RUnlock()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := k.Validate(); err != nil {
-		return err
-	}
 	if err := l.CheckLen(len(data)); err != nil {
 		return fmt.Errorf("%w: nvme: put %v: %w", tiers.ErrInvalid, k, err)
 	}
@@ -229,16 +239,10 @@ var _ tiers.FrameTier = (*Tier)(nil)
 // compressed this way. A frame that fails its checksum is tiers.ErrInvalid;
 // otherwise it behaves as Put.
 func (t *Tier) PutFrame(ctx context.Context, k tiers.Key, frame []byte) error {
-	if err := t.enter(); err != nil {
+	if err := t.enterKey(ctx, k); err != nil {
 		return err
 	}
 	defer t.opsMu.RUnlock()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := k.Validate(); err != nil {
-		return err
-	}
 	h, err := codec.Verify(frame)
 	if err != nil {
 		return fmt.Errorf("%w: nvme: put frame %v: %w", tiers.ErrInvalid, k, err)
@@ -326,16 +330,10 @@ func (t *Tier) GetFrame(ctx context.Context, k tiers.Key, dst []byte) (tiers.Lay
 
 // get is Get (decode) or GetFrame.
 func (t *Tier) get(ctx context.Context, k tiers.Key, dst []byte, decode bool) (tiers.Layout, []byte, error) {
-	if err := t.enter(); err != nil {
+	if err := t.enterKey(ctx, k); err != nil {
 		return tiers.Layout{}, dst, err
 	}
 	defer t.opsMu.RUnlock()
-	if err := ctx.Err(); err != nil {
-		return tiers.Layout{}, dst, err
-	}
-	if err := k.Validate(); err != nil {
-		return tiers.Layout{}, dst, err
-	}
 	var kb [keyBufLen]byte
 	bk := k.AppendBinary(kb[:0])
 
@@ -431,16 +429,10 @@ func isBadRead(err error) bool {
 
 // Delete removes k. Deleting a missing block is not an error.
 func (t *Tier) Delete(ctx context.Context, k tiers.Key) error {
-	if err := t.enter(); err != nil {
+	if err := t.enterKey(ctx, k); err != nil {
 		return err
 	}
 	defer t.opsMu.RUnlock()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := k.Validate(); err != nil {
-		return err
-	}
 	var kb [keyBufLen]byte
 	if _, err := t.remove(k.AppendBinary(kb[:0]), 0); err != nil {
 		return fmt.Errorf("nvme: delete %v: %w", k, err)
