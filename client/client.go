@@ -242,6 +242,14 @@ func (c *Client) Lookup(ctx context.Context, req *pb.LookupRequest) (*pb.LookupR
 	return c.api.Lookup(ctx, req, lookupCall)
 }
 
+// LookupInto is Lookup answering into resp, whose tiers slice it reuses:
+// a caller that looks up long chains over and over keeps one response per
+// goroutine and allocates nothing per block. resp must not be in use
+// elsewhere; on error its contents are undefined.
+func (c *Client) LookupInto(ctx context.Context, req *pb.LookupRequest, resp *pb.LookupResponse) error {
+	return c.conn.Invoke(ctx, pb.KVTierService_Lookup_FullMethodName, req, resp, lookupCall)
+}
+
 // LookupHashes finds the longest cached prefix of a chain of block hashes,
 // all of one size (16 or 32 bytes); it sends them packed.
 func (c *Client) LookupHashes(ctx context.Context, ns string, layer int32, hashes [][]byte) (*pb.LookupResponse, error) {

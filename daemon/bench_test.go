@@ -40,12 +40,13 @@ func BenchmarkLookup(b *testing.B) {
 		store := e.srv.Store()
 		levels := make([]tiers.Level, n)
 		req := &pb.LookupRequest{Namespace: "b", PackedHashes: packed, HashSize: 16}
+		resp := new(pb.LookupResponse) // reused, as a caller looking up in a loop would
 		for _, v := range []struct {
 			via    string
 			lookup func() (int, error)
 		}{
 			{"rpc", func() (int, error) {
-				resp, err := e.cl.Lookup(ctx, req)
+				err := e.cl.LookupInto(ctx, req, resp)
 				return int(resp.GetCachedBlocks()), err
 			}},
 			{"store-packed", func() (int, error) { return store.LookupPacked(ctx, "b", 0, packed, 16, levels) }},

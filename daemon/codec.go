@@ -27,6 +27,7 @@ func newServerCodec() serverCodec { return serverCodec{encoding.GetCodecV2(grpcp
 func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*pb.LookupResponse); ok {
 		if data, ok := encodeLookupResponse(r); ok {
+			recycleLookupTiers(r)
 			return data, nil
 		}
 	}

@@ -195,6 +195,39 @@ func putPacked(b []byte) {
 	}
 }
 
+// tiersPool recycles LookupResponse.tiers, 4 bytes a block (32 KiB for an
+// 8192-block chain): Lookup takes the slice from it and the server's codec
+// puts it back once the response is encoded (recycleLookupTiers).
+var tiersPool sync.Pool // of *[]pb.Tier
+
+// maxPooledTiers bounds the slices kept: 256 KiB, 65536 blocks.
+const maxPooledTiers = 1 << 16
+
+// getTiers returns a slice of n tiers, its contents undefined.
+func getTiers(n int) []pb.Tier {
+	if n <= maxPooledTiers {
+		if p, _ := tiersPool.Get().(*[]pb.Tier); p != nil && cap(*p) >= n {
+			return (*p)[:n]
+		}
+	}
+	return make([]pb.Tier, n)
+}
+
+// recycleLookupTiers takes r's tiers for reuse once r is encoded: a
+// response the server's codec encodes is the call's alone and nothing reads
+// it afterwards (the server installs no stats handler that would keep it).
+// Lookups made in process never reach the codec; their slices are simply
+// collected.
+func recycleLookupTiers(r *pb.LookupResponse) {
+	t := r.Tiers
+	r.Tiers = nil
+	if cap(t) > 0 && cap(t) <= maxPooledTiers {
+		p := new([]pb.Tier)
+		*p = t
+		tiersPool.Put(p)
+	}
+}
+
 // recycleLookupRequest is a unary interceptor that recycles a Lookup
 // request's packed_hashes once the handler has returned: every request
 // that reaches it was decoded by the server's codec, so the buffer belongs

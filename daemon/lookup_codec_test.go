@@ -154,3 +154,32 @@ func TestEncodeLookupResponse(t *testing.T) {
 		}
 	})
 }
+
+// TestLookupTiersRecycled: the server's codec takes a response's tiers
+// slice for reuse once it has encoded them, and the bytes it sent are
+// unaffected by the slice's next user.
+func TestLookupTiersRecycled(t *testing.T) {
+	tiers := getTiers(4096)
+	for i := range tiers {
+		tiers[i] = pb.Tier(i%3 + 1)
+	}
+	resp := &pb.LookupResponse{CachedBlocks: 4096, TotalBlocks: 4096, Tiers: tiers}
+	want, err := proto.Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := newServerCodec().Marshal(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Free()
+	if resp.Tiers != nil {
+		t.Fatal("the codec left the tiers slice in the response")
+	}
+	for i := range tiers { // what the next Lookup that gets the slice may do
+		tiers[i] = pb.Tier_TIER_UNSPECIFIED
+	}
+	if got := data.Materialize(); !bytes.Equal(got, want) {
+		t.Fatal("the encoded response changed when its tiers slice was reused")
+	}
+}

@@ -204,7 +204,7 @@ func (s *Server) Lookup(ctx context.Context, req *pb.LookupRequest) (*pb.LookupR
 	resp := &pb.LookupResponse{
 		CachedBlocks: uint32(n),
 		TotalBlocks:  uint32(total),
-		Tiers:        make([]pb.Tier, n),
+		Tiers:        getTiers(n), // back to the pool once encoded
 	}
 	for i, l := range bufs.levels[:n] {
 		resp.Tiers[i] = tierToProto(l)

@@ -99,7 +99,7 @@ type directReader struct {
 	dir   string
 	mu    sync.Mutex          // protects files
 	files map[uint32]*os.File // open value log files, by id
-	bufs  sync.Pool           // *[]byte, unaligned backing of read buffers
+	bufs  readBufs            // page-aligned read buffers, off the Go heap
 	reads atomic.Int64        // reads served
 	off   atomic.Bool         // the file system refused O_DIRECT: every read goes through Badger
 }
@@ -153,9 +153,12 @@ func (r *directReader) read(vp valuePointer, key []byte, version uint64, fn func
 	}
 	start := int64(vp.offset) &^ (directAlign - 1)
 	end := (int64(vp.offset) + int64(vp.len) + directAlign - 1) &^ (directAlign - 1)
-	bp := r.buffer(int(end - start))
-	defer r.bufs.Put(bp)
-	buf := alignSlice(*bp, int(end-start))
+	rb, err := r.bufs.get(int(end - start))
+	if err != nil {
+		return errDirectMiss
+	}
+	defer r.bufs.put(rb)
+	buf := rb.b[:end-start]
 	n, err := f.ReadAt(buf, start)
 	need := int(int64(vp.offset) + int64(vp.len) - start)
 	if n < need {
@@ -171,24 +174,6 @@ func (r *directReader) read(vp valuePointer, key []byte, version uint64, fn func
 	}
 	r.reads.Add(1)
 	return fn(val)
-}
-
-func (r *directReader) buffer(n int) *[]byte {
-	bp, _ := r.bufs.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
-	if cap(*bp) < n+directAlign {
-		*bp = make([]byte, n+directAlign)
-	}
-	return bp
-}
-
-// alignSlice returns n bytes of b starting at a directAlign boundary; b must
-// have n+directAlign bytes.
-func alignSlice(b []byte, n int) []byte {
-	off := int(-uintptr(unsafe.Pointer(unsafe.SliceData(b))) & (directAlign - 1))
-	return b[off : off+n : off+n]
 }
 
 // entryValue checks that entry is a Badger value log entry for key at
@@ -236,6 +221,7 @@ func (r *directReader) closeDeleted() {
 }
 
 func (r *directReader) close() {
+	r.bufs.close()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id, f := range r.files {
