@@ -427,3 +427,31 @@ func TestOutliersPay(t *testing.T) {
 		}
 	}
 }
+
+// TestRawDecodeChunks: a raw frame is checksummed and copied a chunk at a
+// time; damage in any chunk, the last one included, is still caught, and
+// the caller's dst comes back as it was.
+func TestRawDecodeChunks(t *testing.T) {
+	l := codec.Layout{DType: codec.FP16, Layers: 1, KVHeads: 8, HeadDim: 128, Tokens: 25} // 100 KiB: 4 chunks, the last partial
+	raw := randomBlock(l, 9)
+	frame, err := codec.Encode(nil, l, raw, codec.Options{Mode: codec.Raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := []byte("kept")
+	_, out, err := codec.Decode(bytes.Clone(prefix), frame)
+	if err != nil || !bytes.Equal(out, append(bytes.Clone(prefix), raw...)) {
+		t.Fatalf("decode: %v", err)
+	}
+	for _, i := range []int{codec.HeaderLen, codec.HeaderLen + 40 << 10, len(frame) - 1} {
+		bad := bytes.Clone(frame)
+		bad[i] ^= 1
+		_, out, err := codec.Decode(bytes.Clone(prefix), bad)
+		if !codec.IsCorrupt(err) {
+			t.Fatalf("flipped byte %d: err %v, want ErrCorrupt", i, err)
+		}
+		if !bytes.Equal(out, prefix) {
+			t.Fatalf("flipped byte %d: dst came back as %d bytes, want the %d it had", i, len(out), len(prefix))
+		}
+	}
+}
