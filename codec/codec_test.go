@@ -443,7 +443,7 @@ func TestRawDecodeChunks(t *testing.T) {
 	if err != nil || !bytes.Equal(out, append(bytes.Clone(prefix), raw...)) {
 		t.Fatalf("decode: %v", err)
 	}
-	for _, i := range []int{codec.HeaderLen, codec.HeaderLen + 40 << 10, len(frame) - 1} {
+	for _, i := range []int{codec.HeaderLen, codec.HeaderLen + 40<<10, len(frame) - 1} {
 		bad := bytes.Clone(frame)
 		bad[i] ^= 1
 		_, out, err := codec.Decode(bytes.Clone(prefix), bad)
