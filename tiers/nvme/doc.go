@@ -14,7 +14,9 @@
 //     the CRC-32C of every frame with codec.Decode into the caller's dst.
 //     Get reads the frame with one O_DIRECT pread of the value log file at
 //     the value pointer Badger holds (direct.go; WithDirectReads(false)
-//     reads through Badger's memory mapping instead).
+//     reads through Badger's memory mapping instead), into a page-aligned
+//     buffer kept outside the Go heap (readbuf.go), a few per size class,
+//     unmapped when the tier closes.
 //     PutFrame and GetFrame store and return frames as they are (checksum
 //     verified, not decoded), whatever the namespace's mode: the Store
 //     moves blocks that DRAM keeps compressed this way.
