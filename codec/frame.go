@@ -227,14 +227,17 @@ func Decode(dst []byte, frame []byte) (Layout, []byte, error) {
 // DecodeParallel is Decode on up to parallelism goroutines (quantized modes
 // split the block by layer, head and K/V). parallelism ≤ 1 is Decode.
 func DecodeParallel(dst []byte, frame []byte, parallelism int) (Layout, []byte, error) {
-	if h, err := ParseHeader(frame); err == nil && h.Mode == Raw {
-		return decodeRaw(dst, h, frame)
-	}
-	h, err := Verify(frame)
+	h, err := parseFrame(frame)
 	if err != nil {
 		return Layout{}, dst, err
 	}
+	if h.Mode == Raw {
+		return decodeRaw(dst, h, frame)
+	}
 	payload := frame[HeaderLen:]
+	if err := checksumErr(frameChecksum(frame, payload), h.Checksum); err != nil {
+		return Layout{}, dst, err
+	}
 	start := len(dst)
 	dst, err = decodePayload(dst, h, payload, parallelism)
 	if err != nil {
@@ -250,15 +253,12 @@ func DecodeParallel(dst []byte, frame []byte, parallelism int) (Layout, []byte, 
 // at a time: small enough to still be in the CPU's caches for the copy.
 const rawChunk = 32 << 10
 
-// decodeRaw decodes a raw frame whose header h parsed: it checksums and
-// copies the payload a chunk at a time, so the bytes are read from memory
-// once, not once for the checksum and again for the copy (a frame just
-// read from disk is in memory, not in the caches). On a mismatch it returns
-// dst as it was, and the error Verify would.
+// decodeRaw decodes a raw frame that parseFrame accepted with header h: it
+// checksums and copies the payload a chunk at a time, so the bytes are read
+// from memory once, not once for the checksum and again for the copy (a
+// frame just read from disk is in memory, not in the caches). On a mismatch
+// it returns dst as it was, and the error Verify would.
 func decodeRaw(dst []byte, h Header, frame []byte) (Layout, []byte, error) {
-	if len(frame) != h.FrameLen() {
-		return Layout{}, dst, fmt.Errorf("%w: frame is %d bytes, header says %d", ErrCorrupt, len(frame), h.FrameLen())
-	}
 	payload := frame[HeaderLen:]
 	if len(payload) != int(h.RawLen) {
 		return Layout{}, dst, fmt.Errorf("%w: raw payload is %d bytes, want %d", ErrCorrupt, len(payload), h.RawLen)
@@ -271,8 +271,8 @@ func decodeRaw(dst []byte, h Header, frame []byte) (Layout, []byte, error) {
 		dst = append(dst, p[:n]...)
 		p = p[n:]
 	}
-	if c != h.Checksum {
-		return Layout{}, dst[:start], fmt.Errorf("%w: checksum %08x, header says %08x", ErrCorrupt, c, h.Checksum)
+	if err := checksumErr(c, h.Checksum); err != nil {
+		return Layout{}, dst[:start], err
 	}
 	return h.Layout, dst, nil
 }
@@ -280,17 +280,30 @@ func decodeRaw(dst []byte, h Header, frame []byte) (Layout, []byte, error) {
 // Verify checks that frame is one whole frame whose checksum matches,
 // without decoding it, and returns its header. Errors wrap ErrCorrupt.
 func Verify(frame []byte) (Header, error) {
+	h, err := parseFrame(frame)
+	if err == nil {
+		err = checksumErr(frameChecksum(frame, frame[HeaderLen:]), h.Checksum)
+	}
+	return h, err
+}
+
+// parseFrame is ParseHeader plus the check that frame is exactly the frame
+// its header describes, no shorter and no longer.
+func parseFrame(frame []byte) (Header, error) {
 	h, err := ParseHeader(frame)
-	if err != nil {
-		return h, err
+	if err == nil && len(frame) != h.FrameLen() {
+		err = fmt.Errorf("%w: frame is %d bytes, header says %d", ErrCorrupt, len(frame), h.FrameLen())
 	}
-	if len(frame) != h.FrameLen() {
-		return h, fmt.Errorf("%w: frame is %d bytes, header says %d", ErrCorrupt, len(frame), h.FrameLen())
+	return h, err
+}
+
+// checksumErr reports a frame whose computed checksum got differs from the
+// header's want; nil when they match.
+func checksumErr(got, want uint32) error {
+	if got != want {
+		return fmt.Errorf("%w: checksum %08x, header says %08x", ErrCorrupt, got, want)
 	}
-	if got := frameChecksum(frame, frame[HeaderLen:]); got != h.Checksum {
-		return h, fmt.Errorf("%w: checksum %08x, header says %08x", ErrCorrupt, got, h.Checksum)
-	}
-	return h, nil
+	return nil
 }
 
 // grow extends b by n bytes, reallocating only when its capacity is short.

@@ -54,7 +54,7 @@ func encodeLossless(dst []byte, l Layout, raw []byte, sc *scratch) ([]byte, erro
 		dst = hc.appendTable(dst)
 		sl := len(dst)
 		dst = grow(dst, 4)
-		buf := sc.bytes(&sc.buf, hufStreamsMax(n))
+		buf := resize(&sc.buf, hufStreamsMax(n))
 		dst = hc.encode(dst, buf, raw, es, es-1, n)
 		binary.LittleEndian.PutUint32(dst[sl:], uint32(len(dst)-sl-4))
 		if size := len(dst) - start + (es-1)*n; size < best {
@@ -77,9 +77,9 @@ func encodeLossless(dst []byte, l Layout, raw []byte, sc *scratch) ([]byte, erro
 	}
 	// lz4 on the byte planes where the bytes are far from uniform.
 	if hlow < 7 || htop < 1 {
-		sh := sc.bytes(&sc.shuf, len(raw))
+		sh := resize(&sc.shuf, len(raw))
 		byteShuffle(sh, raw, es)
-		cbuf := sc.bytes(&sc.lz, lz4.CompressBlockBound(len(raw)))
+		cbuf := resize(&sc.lz, lz4.CompressBlockBound(len(raw)))
 		k, err := sc.lz4c.CompressBlock(sh, cbuf)
 		if err != nil {
 			return dst[:start], fmt.Errorf("codec: lz4: %w", err)
@@ -134,7 +134,7 @@ func decodeLossless(dst []byte, h Header, payload []byte, sc *scratch) ([]byte, 
 	if len(body) == 0 || n/255 > len(body) {
 		return dst, fmt.Errorf("%w: %d-byte lz4 body cannot hold %d bytes", ErrCorrupt, len(body), n)
 	}
-	sh := sc.bytes(&sc.shuf, n)
+	sh := resize(&sc.shuf, n)
 	k, err := lz4.UncompressBlock(body, sh)
 	if err != nil || k != n {
 		return dst, fmt.Errorf("%w: lz4 body (%d of %d bytes): %v", ErrCorrupt, k, n, err)

@@ -50,14 +50,10 @@ func encodePayload(dst []byte, l Layout, raw []byte, opts Options) ([]byte, Mode
 	return dst, m, Params{}, fmt.Errorf("%w: %v", ErrMode, m)
 }
 
-// decodePayload appends the decoded block to dst.
+// decodePayload appends the decoded block to dst. Raw frames do not come
+// here: DecodeParallel hands them to decodeRaw.
 func decodePayload(dst []byte, h Header, payload []byte, parallelism int) ([]byte, error) {
 	switch {
-	case h.Mode == Raw:
-		if len(payload) != int(h.RawLen) {
-			return dst, fmt.Errorf("%w: raw payload is %d bytes, want %d", ErrCorrupt, len(payload), h.RawLen)
-		}
-		return append(dst, payload...), nil
 	case h.Mode == Lossless:
 		sc := getScratch()
 		defer putScratch(sc)
@@ -99,12 +95,14 @@ func modeBits(m Mode) int {
 func halfFloor(f float32) float32 {
 	h := Float32ToHalf(f)
 	for HalfToFloat32(h) > f {
-		h = halfNextDown(h)
+		h = nextDown16(h)
 	}
 	return HalfToFloat32(h)
 }
 
-func halfNextDown(h uint16) uint16 {
+// nextDown16 steps h, an fp16 or bf16 bit pattern (both sign and
+// magnitude), to the next smaller value; +0 steps past −0 to 0x8001.
+func nextDown16(h uint16) uint16 {
 	switch {
 	case h == 0:
 		return 0x8001

@@ -351,13 +351,7 @@ func floorTo(dt DType, f float32) float32 {
 	case BF16:
 		h := Float32ToBFloat16(f)
 		for BFloat16ToFloat32(h) > f {
-			if h == 0 {
-				h = 0x8001
-			} else if h&0x8000 != 0 {
-				h++
-			} else {
-				h--
-			}
+			h = nextDown16(h)
 		}
 		return BFloat16ToFloat32(h)
 	}
@@ -465,7 +459,7 @@ func forEachUnit(n, par int, fn func(i int, sc *scratch) error) error {
 func (g *qgeom) encodeUnit(dst []byte, src []byte, i int, sc *scratch) []byte {
 	isV, layer := g.unit(i)
 	b := g.bits(isV, layer)
-	f := growF32(&sc.f, g.T*g.D)
+	f := resize(&sc.f, g.T*g.D)
 	loadUnit(f, src, g.dt)
 	bound := g.unitBound(isV, b)
 	if g.q.flags&flagEntropy != 0 {
@@ -485,7 +479,7 @@ func (g *qgeom) encodeUnit(dst []byte, src []byte, i int, sc *scratch) []byte {
 	}
 	if g.q.flags&flagLZ4 != 0 {
 		body := dst[start+1:]
-		cbuf := sc.bytes(&sc.buf, lz4.CompressBlockBound(len(body)))
+		cbuf := resize(&sc.buf, lz4.CompressBlockBound(len(body)))
 		k, err := sc.lz4c.CompressBlock(body, cbuf)
 		// Keep lz4 only where it gains at least 1/32 of the unit.
 		if err == nil && k > 0 && 5+k < len(body)-len(body)/32 {
@@ -565,7 +559,7 @@ func (g *qgeom) decodeUnit(out, src []byte, i int, sc *scratch) error {
 		if n > g.unitBound(isV, b) || n/255 > len(body)-4 {
 			return fmt.Errorf("%w: unit %d: lz4 length %d", ErrCorrupt, i, n)
 		}
-		buf := sc.bytes(&sc.buf, n)
+		buf := resize(&sc.buf, n)
 		k, err := lz4.UncompressBlock(body[4:], buf)
 		if err != nil || k != n {
 			return fmt.Errorf("%w: unit %d: lz4 (%d of %d bytes): %v", ErrCorrupt, i, k, n, err)
@@ -601,10 +595,10 @@ func (g *qgeom) parseUnitOutliers(body []byte, isV bool, sc *scratch) ([]outEntr
 	T, D, kg, vg := g.T, g.D, g.q.kg, g.q.vg
 	if isV {
 		nv := (D + vg - 1) / vg
-		return parseOutliers(body, T*nv, posBits(vg), func(k int) int { return min(vg, D-k%nv*vg) }, growOut(&sc.outs, T*nv))
+		return parseOutliers(body, T*nv, posBits(vg), func(k int) int { return min(vg, D-k%nv*vg) }, reserve(&sc.outs, T*nv))
 	}
 	ng := (T + kg - 1) / kg
-	return parseOutliers(body, ng*D, posBits(kg), func(k int) int { return min(kg, T-k/D*kg) }, growOut(&sc.outs, ng*D))
+	return parseOutliers(body, ng*D, posBits(kg), func(k int) int { return min(kg, T-k/D*kg) }, reserve(&sc.outs, ng*D))
 }
 
 func errShort(what string) error { return fmt.Errorf("%w: %s: payload too short", ErrCorrupt, what) }

@@ -11,13 +11,11 @@ func ecAlpha(b int) float64 { return math.Ldexp(4, -b) }
 
 func (g *qgeom) encodeEntropy(dst []byte, f []float32, isV bool, b int, sc *scratch) []byte {
 	T, D := g.T, g.D
-	if cap(sc.w) < 2*D {
-		sc.w = make([]float64, 2*D)
-	}
-	mean, sq := sc.w[:D], sc.w[D:2*D]
+	w := resize(&sc.w, 2*D)
+	mean, sq := w[:D], w[D:]
 	clear(mean)
 	clear(sq)
-	cmin, cmax := growF32(&sc.cmin, D), growF32(&sc.cmax, D)
+	cmin, cmax := resize(&sc.cmin, D), resize(&sc.cmax, D)
 	copy(cmin, f[:D])
 	copy(cmax, f[:D])
 	for t := 0; t < T; t++ {
@@ -54,13 +52,8 @@ func (g *qgeom) encodeEntropy(dst []byte, f []float32, isV bool, b int, sc *scra
 	}
 	dst = append(dst, unitEntropy)
 	dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(s))
-	ctr := sc.ctr[:0]
-	if cap(ctr) < D {
-		ctr = make([]int32, D)
-		sc.ctr = ctr
-	}
-	ctr = ctr[:D]
-	inv := growF32(&sc.gscale, D)
+	ctr := resize(&sc.ctr, D)
+	inv := resize(&sc.gscale, D)
 	for c := 0; c < D; c++ {
 		dev := max(float64(cmax[c])-mean[c], mean[c]-float64(cmin[c]))
 		m := min(max(math.Ceil(dev/(126*float64(s))), 1), 255)
@@ -75,7 +68,7 @@ func (g *qgeom) encodeEntropy(dst []byte, f []float32, isV bool, b int, sc *scra
 		dst = binary.AppendVarint(dst, int64(ctr[c]))
 		inv[c] = 1 / sc_
 	}
-	syms := growU8(&sc.codes, T*D)
+	syms := resize(&sc.codes, T*D)
 	counts := &sc.counts
 	*counts = [256]uint32{}
 	for t := 0; t < T; t++ {
@@ -90,7 +83,7 @@ func (g *qgeom) encodeEntropy(dst []byte, f []float32, isV bool, b int, sc *scra
 	}
 	sc.rm.build(counts, T*D)
 	dst = sc.rm.appendTable(dst)
-	buf := sc.bytes(&sc.buf, 4+2*T*D)
+	buf := resize(&sc.buf, 4+2*T*D)
 	stream := ransEncode(buf, syms, &sc.rm)
 	return append(dst, stream...)
 }
@@ -107,13 +100,8 @@ func (g *qgeom) decodeEntropy(out, src []byte, sc *scratch) error {
 		return fmt.Errorf("%w: entropy step %v", ErrCorrupt, s)
 	}
 	p := 4
-	ctr := sc.ctr[:0]
-	if cap(ctr) < D {
-		ctr = make([]int32, D)
-		sc.ctr = ctr
-	}
-	ctr = ctr[:D]
-	steps := growF32(&sc.gscale, D)
+	ctr := resize(&sc.ctr, D)
+	steps := resize(&sc.gscale, D)
 	for c := 0; c < D; c++ {
 		if p >= len(src) || src[p] == 0 {
 			return fmt.Errorf("%w: entropy step multiple", ErrCorrupt)
@@ -132,7 +120,7 @@ func (g *qgeom) decodeEntropy(out, src []byte, sc *scratch) error {
 		return err
 	}
 	p += k
-	syms := growU8(&sc.codes, T*D)
+	syms := resize(&sc.codes, T*D)
 	if err := ransDecode(syms, src[p:], &sc.rm); err != nil {
 		return err
 	}

@@ -16,8 +16,8 @@ func (g *qgeom) encodeK(dst []byte, f []float32, b int, sc *scratch) []byte {
 	ng := (T + kg - 1) / kg
 	// One pass: per group and channel min/max (as order-preserving integer
 	// keys, which compile to branch-free code), per channel energy.
-	gmn, gmx := growI32(&sc.kmin, ng*D), growI32(&sc.kmax, ng*D)
-	energy := growF32(&sc.glo, D)
+	gmn, gmx := resize(&sc.kmin, ng*D), resize(&sc.kmax, ng*D)
+	energy := resize(&sc.glo, D)
 	clear(energy)
 	for gi := 0; gi < ng; gi++ {
 		t0 := gi * kg
@@ -32,7 +32,7 @@ func (g *qgeom) encodeK(dst []byte, f []float32, b int, sc *scratch) []byte {
 		}
 		colStats(f[t0*D:(t0+n)*D], D, mn, mx, energy)
 	}
-	cmin, cmax := growF32(&sc.cmin, D), growF32(&sc.cmax, D)
+	cmin, cmax := resize(&sc.cmin, D), resize(&sc.cmax, D)
 	for c := 0; c < D; c++ {
 		mn, mx := gmn[c], gmx[c]
 		for gi := 1; gi < ng; gi++ {
@@ -41,21 +41,18 @@ func (g *qgeom) encodeK(dst []byte, f []float32, b int, sc *scratch) []byte {
 		}
 		cmin[c], cmax[c] = keyFloat(mn), keyFloat(mx)
 	}
-	bits := growU8(&sc.bits, D)
+	bits := resize(&sc.bits, D)
 	for c := range bits {
 		bits[c] = uint8(b)
 	}
-	if cap(sc.w) < D {
-		sc.w = make([]float64, D)
-	}
-	w := sc.w[:D]
+	w := resize(&sc.w, D)
 	for c := 0; c < D; c++ {
 		cmin[c], cmax[c] = floorTo(dt, cmin[c]), ceilTo(dt, cmax[c])
 		r := float64(cmax[c]) - float64(cmin[c])
 		w[c] = math.Sqrt(float64(energy[c])/float64(T)) * r * r
 	}
 	if g.q.flags&flagAlloc != 0 {
-		allocBits(bits, w, b, growI32(&sc.ctr, D))
+		allocBits(bits, w, b, resize(&sc.ctr, D))
 	}
 	if g.q.flags&flagOutliers != 0 {
 		dst = g.keyOutliers(dst, f, gmn, gmx, energy, cmin, cmax, bits, sc)
@@ -77,7 +74,7 @@ func (g *qgeom) encodeK(dst []byte, f []float32, b int, sc *scratch) []byte {
 		codeBytes += packedLen(kg, int(bits[c]))
 		tailBytes += packedLen(nLast, int(bits[c]))
 	}
-	pa, pinv, pm := growF32(&sc.pa, D), growF32(&sc.pb, D), growI32(&sc.pm, D)
+	pa, pinv, pm := resize(&sc.pa, D), resize(&sc.pb, D), resize(&sc.pm, D)
 	for c := 0; c < D; c++ {
 		pm[c] = int32(1)<<bits[c] - 1
 	}
@@ -116,10 +113,10 @@ func (g *qgeom) encodeK(dst []byte, f []float32, b int, sc *scratch) []byte {
 		buf := dst[:cap(dst)]
 		if g.simdK {
 			n8 := (n + 7) &^ 7
-			codes := growU8(&sc.ccodes, n8*D)
+			codes := resize(&sc.ccodes, n8*D)
 			quantRows(codes[:n*D], f[t0*D:(t0+n)*D], D, n, pa, pinv, pm)
 			clear(codes[n*D:])
-			packKeyCodes(buf, o, codes, D, n, bits, growU64(&sc.t64, n8))
+			packKeyCodes(buf, o, codes, D, n, bits, resize(&sc.t64, n8))
 			continue
 		}
 		for c := 0; c < D; c++ {
@@ -134,11 +131,7 @@ func (g *qgeom) encodeK(dst []byte, f []float32, b int, sc *scratch) []byte {
 func (g *qgeom) keyOutliers(dst []byte, f []float32, gmn, gmx []int32, energy, cmin, cmax []float32, bits []uint8, sc *scratch) []byte {
 	T, D, kg := g.T, g.D, g.q.kg
 	ng := (T + kg - 1) / kg
-	cands := sc.cands[:0]
-	if cap(cands) < ng*D {
-		cands = make([]outCand, 0, ng*D)
-		sc.cands = cands
-	}
+	cands := reserve(&sc.cands, ng*D)
 	// With one group per channel the group range is the channel's range,
 	// which the outliers do not narrow: no candidates.
 	for gi := 0; gi < ng && ng > 1; gi++ {
@@ -157,7 +150,7 @@ func (g *qgeom) keyOutliers(dst []byte, f []float32, gmn, gmx []int32, energy, c
 			cands = append(cands, candidate(int32(k), n, gmn[k], gmx[k], mn2, mx2, imin, imax, w))
 		}
 	}
-	outs := pickOutliers(cands, int(g.q.out*float64(T*D)), growF64(&sc.gains, len(cands)))
+	outs := pickOutliers(cands, int(g.q.out*float64(T*D)), resize(&sc.gains, len(cands)))
 	narrowGroups(outs, gmn, gmx)
 	return appendOutliers(dst, outs, posBits(kg), func(i int) uint8 {
 		o := outs[i]
@@ -261,8 +254,7 @@ func packKeyCodes(buf []byte, o int, codes []byte, D, n int, bits []uint8, t []u
 		for j := 0; j < 8; j++ {
 			w := &swars[bits[cb+j]]
 			col := t[j*nb : (j+1)*nb]
-			for ib, v := range col[:nb-1] {
-				_ = ib
+			for _, v := range col[:nb-1] {
 				store8(buf, o, w.pack(v), w.n)
 				o += w.n
 			}
@@ -433,8 +425,8 @@ func (g *qgeom) decodeK(out, src []byte, b int, outs []outEntry, sc *scratch) er
 	if len(src) < hdr {
 		return errShort("key header")
 	}
-	cmin, cmax := growF32(&sc.cmin, D), growF32(&sc.cmax, D)
-	bits := growU8(&sc.bits, D)
+	cmin, cmax := resize(&sc.cmin, D), resize(&sc.cmax, D)
+	bits := resize(&sc.bits, D)
 	sum := 0
 	for c := 0; c < D; c++ {
 		p := src[c*(2*hs+1):]
@@ -459,13 +451,8 @@ func (g *qgeom) decodeK(out, src []byte, b int, outs []outEntry, sc *scratch) er
 		codeBytes += packedLen(kg, int(bits[c]))
 		tailBytes += packedLen(nLast, int(bits[c]))
 	}
-	lut := sc.lut[:0]
-	if cap(lut) < 256 {
-		lut = make([]uint32, 256)
-		sc.lut = lut
-	}
-	lut = lut[:256]
-	pa, ps := growF32(&sc.pa, D), growF32(&sc.pb, D)
+	lut := resize(&sc.lut, 256)
+	pa, ps := resize(&sc.pa, D), resize(&sc.pb, D)
 	for t0 := 0; t0 < T; t0 += kg {
 		n := min(kg, T-t0)
 		gb := p // group bounds, 2 bytes per channel
@@ -499,8 +486,8 @@ func (g *qgeom) decodeK(out, src []byte, b int, outs []outEntry, sc *scratch) er
 		p += size
 		if g.simdK {
 			n8 := (n + 7) &^ 7
-			codes := growU8(&sc.ccodes, n8*D)
-			unpackKeyCodes(codes, grp, D, n, bits, growU64(&sc.t64, n8))
+			codes := resize(&sc.ccodes, n8*D)
+			unpackKeyCodes(codes, grp, D, n, bits, resize(&sc.t64, n8))
 			dequantRows(out[t0*D*2:(t0+n)*D*2], codes[:n*D], D, n, pa, ps)
 			continue
 		}

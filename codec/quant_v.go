@@ -13,7 +13,7 @@ func (g *qgeom) encodeV(dst []byte, f []float32, b int, sc *scratch) []byte {
 	T, D, dt, hs, vg := g.T, g.D, g.dt, g.hs, g.q.vg
 	nv := (D + vg - 1) / vg // groups per token
 	// Pass 1: every group's min/max keys, and the unit's from them.
-	gmn, gmx := growI32(&sc.kmin, T*nv), growI32(&sc.kmax, T*nv)
+	gmn, gmx := resize(&sc.kmin, T*nv), resize(&sc.kmax, T*nv)
 	umn, umx := int32(math.MaxInt32), int32(math.MinInt32)
 	if g.simdV {
 		g.eachGroupSpan(func(x0, k0, gs, k1 int) {
@@ -55,7 +55,7 @@ func (g *qgeom) encodeV(dst []byte, f []float32, b int, sc *scratch) []byte {
 	if g.simdV {
 		// Bounds of every group first, then all codes in one pass, then
 		// the packing.
-		pa, pinv := growF32(&sc.pa, T*nv), growF32(&sc.pb, T*nv)
+		pa, pinv := resize(&sc.pa, T*nv), resize(&sc.pb, T*nv)
 		for k := range pa {
 			lo, hi := gridBounds(keyFloat(gmn[k]), keyFloat(gmx[k]), mn, u)
 			if clip {
@@ -70,7 +70,7 @@ func (g *qgeom) encodeV(dst []byte, f []float32, b int, sc *scratch) []byte {
 				pinv[k] = lv / (z - a)
 			}
 		}
-		codes := growU8(&sc.ccodes, T*D)
+		codes := resize(&sc.ccodes, T*D)
 		g.eachGroupSpan(func(x0, k0, gs, k1 int) {
 			quantGroups(codes[x0:x0+(k1-k0)*gs], f[x0:x0+(k1-k0)*gs], gs, pa[k0:k1], pinv[k0:k1], int32(lv))
 		})
@@ -114,11 +114,7 @@ func (g *qgeom) encodeV(dst []byte, f []float32, b int, sc *scratch) []byte {
 func (g *qgeom) valueOutliers(dst []byte, f []float32, gmn, gmx []int32, b int, mn, mx float32, sc *scratch) []byte {
 	T, D, vg := g.T, g.D, g.q.vg
 	nv := (D + vg - 1) / vg
-	cands := sc.cands[:0]
-	if cap(cands) < T*nv {
-		cands = make([]outCand, 0, T*nv)
-		sc.cands = cands
-	}
+	cands := reserve(&sc.cands, T*nv)
 	lv := float64(int(1)<<b - 1)
 	for k := 0; k < T*nv; k++ {
 		c0 := k % nv * vg
@@ -130,7 +126,7 @@ func (g *qgeom) valueOutliers(dst []byte, f []float32, gmn, gmx []int32, b int, 
 		imin, imax, mn2, mx2 := extremes2(f[x0:x0+n], 1, n)
 		cands = append(cands, candidate(int32(k), n, gmn[k], gmx[k], mn2, mx2, imin, imax, 1/(lv*lv)))
 	}
-	outs := pickOutliers(cands, int(g.q.out*float64(T*D)), growF64(&sc.gains, len(cands)))
+	outs := pickOutliers(cands, int(g.q.out*float64(T*D)), resize(&sc.gains, len(cands)))
 	narrowGroups(outs, gmn, gmx)
 	return appendOutliers(dst, outs, posBits(vg), func(i int) uint8 {
 		o := outs[i]
@@ -231,16 +227,11 @@ func (g *qgeom) decodeV(out, src []byte, b int, outs []outEntry, sc *scratch) er
 	u := (mx - mn) / 255
 	lv := float32(int(1)<<b - 1)
 	w := &swars[b]
-	lut := sc.lut[:0]
-	if cap(lut) < 256 {
-		lut = make([]uint32, 256)
-		sc.lut = lut
-	}
-	l := lut[:1<<b]
+	l := resize(&sc.lut, 256)[:1<<b]
 	if g.simdV {
 		nv := (D + vg - 1) / vg
-		pa, ps := growF32(&sc.pa, T*nv), growF32(&sc.pb, T*nv)
-		codes := growU8(&sc.ccodes, T*D)
+		pa, ps := resize(&sc.pa, T*nv), resize(&sc.pb, T*nv)
+		codes := resize(&sc.ccodes, T*D)
 		for k := 0; k < T*nv; k++ {
 			c0 := k % nv * vg
 			n := min(vg, D-c0)

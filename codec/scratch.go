@@ -40,52 +40,19 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 func getScratch() *scratch   { return scratchPool.Get().(*scratch) }
 func putScratch(sc *scratch) { scratchPool.Put(sc) }
 
-// bytes returns (*p)[:n], growing *p when its capacity is short.
-func (sc *scratch) bytes(p *[]byte, n int) []byte {
+// resize returns (*p)[:n], growing *p when its capacity is short.
+func resize[T any](p *[]T, n int) []T {
 	if cap(*p) < n {
-		*p = make([]byte, n)
+		*p = make([]T, n)
 	}
 	return (*p)[:n]
 }
 
-func growF32(p *[]float32, n int) []float32 {
+// reserve returns (*p)[:0] with room for n elements, growing *p when its
+// capacity is short.
+func reserve[T any](p *[]T, n int) []T {
 	if cap(*p) < n {
-		*p = make([]float32, n)
-	}
-	return (*p)[:n]
-}
-
-func growU8(p *[]uint8, n int) []uint8 {
-	if cap(*p) < n {
-		*p = make([]uint8, n)
-	}
-	return (*p)[:n]
-}
-
-func growI32(p *[]int32, n int) []int32 {
-	if cap(*p) < n {
-		*p = make([]int32, n)
-	}
-	return (*p)[:n]
-}
-
-func growU64(p *[]uint64, n int) []uint64 {
-	if cap(*p) < n {
-		*p = make([]uint64, n)
-	}
-	return (*p)[:n]
-}
-
-func growOut(p *[]outEntry, n int) []outEntry {
-	if cap(*p) < n {
-		*p = make([]outEntry, 0, n)
+		*p = make([]T, 0, n)
 	}
 	return (*p)[:0]
-}
-
-func growF64(p *[]float64, n int) []float64 {
-	if cap(*p) < n {
-		*p = make([]float64, n)
-	}
-	return (*p)[:n]
 }

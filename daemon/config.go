@@ -24,9 +24,6 @@ const (
 	DefaultMaxLeaseTTL = 10 * time.Minute
 	// DefaultMaxLeases bounds the leases one shared-memory session holds.
 	DefaultMaxLeases = 4096
-	// DefaultMaxGetsPerConn bounds the inline Gets (each holding a pin)
-	// running at once on one connection.
-	DefaultMaxGetsPerConn = 64
 	// DefaultShutdownTimeout bounds how long shutdown waits for calls in flight.
 	DefaultShutdownTimeout = 30 * time.Second
 	// DefaultMetricsAddr is where Prometheus metrics are served.
@@ -64,9 +61,6 @@ type Config struct {
 	// MaxConcurrentStreams bounds calls in flight per connection. Default
 	// DefaultMaxConcurrentStreams.
 	MaxConcurrentStreams uint32
-	// MaxGetsPerConn bounds inline Gets in flight (each pins its block) per
-	// connection. Default DefaultMaxGetsPerConn.
-	MaxGetsPerConn int
 	// LeaseTTL is a shared-memory lease's default lifetime. Default DefaultLeaseTTL.
 	LeaseTTL time.Duration
 	// MaxLeaseTTL is the longest lease a client may ask for. Default DefaultMaxLeaseTTL.
@@ -92,9 +86,6 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
-	}
-	if c.MaxGetsPerConn <= 0 {
-		c.MaxGetsPerConn = DefaultMaxGetsPerConn
 	}
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = DefaultLeaseTTL

@@ -18,22 +18,19 @@ import (
 // metrics are the daemon's Prometheus metrics, in a registry of its own
 // (never the global default). Store figures are read at scrape time.
 type metrics struct {
-	reg       *prometheus.Registry
-	rpc       *prometheus.HistogramVec         // kvtier_rpc_duration_seconds{method,code}
-	dataBytes *prometheus.CounterVec           // kvtier_data_plane_bytes_total{plane,direction}
-	hints     *prometheus.CounterVec           // kvtier_hints_total{kind,result}
-	planes    map[[2]string]prometheus.Counter // dataBytes children, resolved once; read-only
+	reg   *prometheus.Registry
+	rpc   *prometheus.HistogramVec // kvtier_rpc_duration_seconds{method,code}
+	hints *prometheus.CounterVec   // kvtier_hints_total{kind,result}
+	// The children of kvtier_data_plane_bytes_total{plane,direction},
+	// resolved once: in is client to daemon (puts), out daemon to client (gets).
+	inlineIn, inlineOut, shmIn, shmOut prometheus.Counter
 }
 
-// Data-plane label values.
-const (
-	planeInline = "inline"
-	planeShm    = "shm"
-	dirIn       = "in"  // client to daemon (puts)
-	dirOut      = "out" // daemon to client (gets)
-)
-
 func newMetrics(store *tiers.Store) *metrics {
+	dataBytes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kvtier_data_plane_bytes_total",
+		Help: "Block bytes moved, by data plane (inline, shm) and direction (in = put, out = get).",
+	}, []string{"plane", "direction"})
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		rpc: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -41,31 +38,21 @@ func newMetrics(store *tiers.Store) *metrics {
 			Help:    "Duration of gRPC calls (whole streams for streaming calls), by method and status code.",
 			Buckets: prometheus.ExponentialBuckets(10e-6, 2, 21), // 10µs .. ~10s
 		}, []string{"method", "code"}),
-		dataBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kvtier_data_plane_bytes_total",
-			Help: "Block bytes moved, by data plane (inline, shm) and direction (in = put, out = get).",
-		}, []string{"plane", "direction"}),
 		hints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kvtier_hints_total",
 			Help: "Hints received, by kind and result (ok, unimplemented, error).",
 		}, []string{"kind", "result"}),
+		inlineIn:  dataBytes.WithLabelValues("inline", "in"),
+		inlineOut: dataBytes.WithLabelValues("inline", "out"),
+		shmIn:     dataBytes.WithLabelValues("shm", "in"),
+		shmOut:    dataBytes.WithLabelValues("shm", "out"),
 	}
-	m.reg.MustRegister(m.rpc, m.dataBytes, m.hints,
+	m.reg.MustRegister(m.rpc, dataBytes, m.hints,
 		storeCollector{store},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	m.planes = map[[2]string]prometheus.Counter{}
-	for _, p := range []string{planeInline, planeShm} {
-		for _, d := range []string{dirIn, dirOut} {
-			m.planes[[2]string{p, d}] = m.dataBytes.WithLabelValues(p, d)
-		}
-	}
 	return m
-}
-
-func (m *metrics) addBytes(plane, dir string, n int64) {
-	m.planes[[2]string{plane, dir}].Add(float64(n))
 }
 
 // storeCollector reads store.Stats() at scrape time.

@@ -269,6 +269,12 @@ func (s *Server) Run(ctx context.Context) (err error) {
 			}
 		}()
 	}
+	// abort stops the servers already started, for a listener that failed.
+	abort := func(err error) error {
+		s.stopAll(servers, 0)
+		wg.Wait()
+		return err
+	}
 
 	if s.cfg.Socket != "" {
 		ln, err := listenUnix(s.cfg.Socket, s.cfg.SocketMode)
@@ -283,9 +289,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		s.log.Info("daemon: listening", "socket", path, "mode", fmt.Sprintf("%04o", s.cfg.SocketMode))
 		if s.arena != nil {
 			if err := s.shm.listen(fdSocketPath(path)); err != nil {
-				s.stopAll(servers, 0)
-				wg.Wait()
-				return err
+				return abort(err)
 			}
 			cleanup = append(cleanup, s.shm.closeListener)
 		}
@@ -293,15 +297,11 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	if s.cfg.Addr != "" {
 		creds, err := s.tlsCreds()
 		if err != nil {
-			s.stopAll(servers, 0)
-			wg.Wait()
-			return err
+			return abort(err)
 		}
 		ln, err := net.Listen("tcp", s.cfg.Addr)
 		if err != nil {
-			s.stopAll(servers, 0)
-			wg.Wait()
-			return fmt.Errorf("daemon: listen %s: %w", s.cfg.Addr, err)
+			return abort(fmt.Errorf("daemon: listen %s: %w", s.cfg.Addr, err))
 		}
 		s.mu.Lock()
 		s.tcpAddr = ln.Addr().String()
@@ -319,9 +319,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 	if s.cfg.MetricsAddr != "" {
 		ln, err := net.Listen("tcp", s.cfg.MetricsAddr)
 		if err != nil {
-			s.stopAll(servers, 0)
-			wg.Wait()
-			return fmt.Errorf("daemon: metrics listen %s: %w", s.cfg.MetricsAddr, err)
+			return abort(fmt.Errorf("daemon: metrics listen %s: %w", s.cfg.MetricsAddr, err))
 		}
 		s.mu.Lock()
 		s.metricsAddr = ln.Addr().String()

@@ -23,12 +23,12 @@ var _ pb.KVTierServiceServer = (*Server)(nil)
 func (s *Server) Put(stream pb.KVTierService_PutServer) error {
 	ctx := stream.Context()
 	var (
-		res    tiers.Reservation
-		held   bool // res is an outstanding reservation
-		header *pb.PutHeader
-		k      tiers.Key
-		l      tiers.Layout
-		parent tiers.Hash
+		res     tiers.Reservation
+		held    bool // res is an outstanding reservation
+		durable bool // header.durable
+		k       tiers.Key
+		l       tiers.Layout
+		parent  tiers.Hash
 	)
 	defer func() {
 		if held {
@@ -50,20 +50,21 @@ func (s *Server) Put(stream pb.KVTierService_PutServer) error {
 		if err := authorize(ctx, k.Namespace); err != nil {
 			return nil, err
 		}
+		durable = h.GetDurable()
 		// A block already cached needs no room: its bytes are read and
 		// dropped, so a repeated put never evicts another block.
-		cached, err := s.store.Refresh(ctx, k, l, tiers.PutOptions{Durable: h.GetDurable()})
+		cached, err := s.store.Refresh(ctx, k, l, tiers.PutOptions{Durable: durable})
 		if err != nil {
 			return nil, err
 		}
 		if cached {
-			header, m.skip, m.want = h, true, int(l.Size())
+			m.skip, m.want = true, int(l.Size())
 			return nil, nil
 		}
 		if res, err = s.store.Reserve(ctx, k, l); err != nil {
 			return nil, err
 		}
-		held, header = true, h
+		held = true
 		return res.Data, nil
 	}
 	for {
@@ -88,15 +89,13 @@ func (s *Server) Put(stream pb.KVTierService_PutServer) error {
 	if int64(m.n) != size {
 		return fieldErr("data", "%d bytes received, header.layout describes %d", m.n, size)
 	}
-	if m.skip {
-		s.metrics.addBytes(planeInline, dirIn, size)
-		return stream.SendAndClose(&pb.PutResponse{Bytes: uint64(size)})
+	if !m.skip {
+		held = false // Commit consumes the reservation, even when it fails.
+		if err := s.store.Commit(ctx, res, tiers.PutOptions{Parent: parent, Durable: durable}); err != nil {
+			return err
+		}
 	}
-	held = false // Commit consumes the reservation, even when it fails.
-	if err := s.store.Commit(ctx, res, tiers.PutOptions{Parent: parent, Durable: header.GetDurable()}); err != nil {
-		return err
-	}
-	s.metrics.addBytes(planeInline, dirIn, size)
+	s.metrics.inlineIn.Add(float64(size))
 	return stream.SendAndClose(&pb.PutResponse{Bytes: uint64(size)})
 }
 
@@ -145,7 +144,7 @@ func (s *Server) Get(req *pb.GetRequest, stream pb.KVTierService_GetServer) erro
 		}
 		msg.Layout, msg.From, msg.TotalBytes = nil, 0, 0
 	}
-	s.metrics.addBytes(planeInline, dirOut, int64(len(b.Data)))
+	s.metrics.inlineOut.Add(float64(len(b.Data)))
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -152,7 +153,7 @@ func (p *shmPlane) handleFD(c *net.UnixConn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(fdHandshakeTimeout))
 	var tok [fdTokenLen]byte
-	if _, err := readFull(c, tok[:]); err != nil {
+	if _, err := io.ReadFull(c, tok[:]); err != nil {
 		return
 	}
 	cred, err := peerCred(c)
@@ -179,18 +180,6 @@ func (p *shmPlane) handleFD(c *net.UnixConn) {
 	if err := sendFD(c, p.s.arena.File()); err != nil {
 		p.s.log.Warn("daemon: descriptor socket: sending the arena", "err", err)
 	}
-}
-
-func readFull(c net.Conn, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := c.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // counts returns the open sessions and outstanding leases.
@@ -539,7 +528,7 @@ func (s *Server) CommitSlot(ctx context.Context, req *pb.CommitSlotRequest) (*pb
 	if err := s.store.Commit(ctx, l.res, tiers.PutOptions{Parent: parent, Durable: req.GetDurable()}); err != nil {
 		return nil, err
 	}
-	s.metrics.addBytes(planeShm, dirIn, l.size)
+	s.metrics.shmIn.Add(float64(l.size))
 	return &pb.CommitSlotResponse{}, nil
 }
 
@@ -592,7 +581,7 @@ func (s *Server) PinBlock(ctx context.Context, req *pb.PinBlockRequest) (*pb.Pin
 		_ = s.store.Release(k)
 		return nil, ErrNoSession
 	}
-	s.metrics.addBytes(planeShm, dirOut, ls.size)
+	s.metrics.shmOut.Add(float64(ls.size))
 	return &pb.PinBlockResponse{
 		LeaseId: ls.id, Slot: slotToProto(b.Slot), Layout: layoutToProto(b.Layout),
 		From: tierToProto(b.From), LeaseTtlMs: uint32(ttl.Milliseconds()),

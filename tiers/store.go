@@ -372,7 +372,8 @@ func (s *Store) reserveDRAM(ctx context.Context, n int64) (Slot, []byte, error) 
 // commit publishes a filled DRAM slot as k: the block's bytes, or its
 // frame when packed.
 func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, packed bool, opts PutOptions) error {
-	linked := s.linkParent(k, opts.Parent)
+	p, hasParent := s.parentRef(k, opts.Parent)
+	linked := hasParent && s.adjustChildren(p, +1) // k counts as its parent's child
 	sh, fp := s.locate(k)
 	sh.mu.Lock()
 	i := sh.findFP(k, fp)
@@ -384,12 +385,12 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, packed b
 			sh.touch(i, s.tick())
 			sh.mu.Unlock()
 			_ = s.dram.Abort(slot)
-			s.unlinkParent(k, opts.Parent, linked)
+			s.unlinkParent(p, linked)
 			return s.afterCommit(ctx, k, opts, false)
 		case e.pins > 0 && e.layout != l:
 			sh.mu.Unlock()
 			_ = s.dram.Abort(slot)
-			s.unlinkParent(k, opts.Parent, linked)
+			s.unlinkParent(p, linked)
 			return fmt.Errorf("%w: %v is held with layout %v; cannot replace it with %v", ErrPinned, k, e.layout, l)
 		case e.layout != l:
 			// Every copy of the old layout is stale; this put starts afresh.
@@ -400,17 +401,14 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, packed b
 	if err := s.dram.Seal(slot); err != nil {
 		s.unlock(sh)
 		_ = s.dram.Abort(slot)
-		s.unlinkParent(k, opts.Parent, linked)
+		s.unlinkParent(p, linked)
 		return err
 	}
 	if i == nilIdx {
 		i = sh.addFP(k, fp)
 		e := sh.at(i)
-		if p, ok := s.parentRef(k, opts.Parent); ok {
-			e.parentFP = p.fp
-		}
-		e.linked = linked
-		linked = false // now owned by the entry
+		e.parentFP, e.linked = p.fp, linked // p.fp is 0 without a parent
+		linked = false                      // now owned by the entry
 	}
 	e := sh.at(i)
 	e.layout = l
@@ -419,7 +417,7 @@ func (s *Store) commit(ctx context.Context, k Key, l Layout, slot Slot, packed b
 	sh.touch(i, s.tick())
 	persisted := e.where&inNVMe != 0
 	s.unlock(sh)
-	s.unlinkParent(k, opts.Parent, linked)
+	s.unlinkParent(p, linked)
 	return s.afterCommit(ctx, k, opts, !persisted)
 }
 
@@ -493,14 +491,10 @@ func (s *Store) parentRef(k Key, parent Hash) (parentRef, bool) {
 	return parentRef{fp: s.fp(pk), ns: k.Namespace, layer: k.Layer}, true
 }
 
-// linkParent counts a new block as its parent's child; unlinkParent undoes it.
-func (s *Store) linkParent(k Key, parent Hash) bool {
-	p, ok := s.parentRef(k, parent)
-	return ok && s.adjustChildren(p, +1)
-}
-
-func (s *Store) unlinkParent(k Key, parent Hash, linked bool) {
-	if p, ok := s.parentRef(k, parent); ok && linked {
+// unlinkParent undoes the count of a block as its parent p's child, when
+// commit took it (linked) and no entry came to own it.
+func (s *Store) unlinkParent(p parentRef, linked bool) {
+	if linked {
 		s.adjustChildren(p, -1)
 	}
 }

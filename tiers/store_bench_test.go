@@ -150,20 +150,11 @@ func TestHeapBudget(t *testing.T) {
 	}
 	defer s.Close()
 	const first, blocks = 10_000, 50_000
-	data := make([]byte, l.Size())
-	var parent tiers.Hash
 	var atFirst uint64
-	for i := range blocks {
-		k := benchKey(i)
-		if err := s.Put(ctx, k, l, data, tiers.PutOptions{Parent: parent}); err != nil {
-			t.Fatal(err)
-		}
-		parent = k.Hash
-		if i+1 == first {
-			waitWriteBehind(s)
-			atFirst = liveHeap() - before
-		}
-	}
+	putChain(t, s, l, first, blocks, func() {
+		waitWriteBehind(s)
+		atFirst = liveHeap() - before
+	})
 	waitWriteBehind(s)
 	used := liveHeap() - before
 	budget := uint64(64<<20 + 200*blocks)
@@ -213,23 +204,30 @@ func TestIndexHeap(t *testing.T) {
 	}
 	defer s.Close()
 	const first, blocks = 64 << 10, 192 << 10
-	data := make([]byte, l.Size())
-	var parent tiers.Hash
 	var atFirst uint64
-	for i := range blocks {
-		k := benchKey(i)
-		if err := s.Put(ctx, k, l, data, tiers.PutOptions{Parent: parent}); err != nil {
-			t.Fatal(err)
-		}
-		parent = k.Hash
-		if i+1 == first {
-			atFirst = liveHeap()
-		}
-	}
+	putChain(t, s, l, first, blocks, func() { atFirst = liveHeap() })
 	perBlock := float64(liveHeap()-atFirst) / (blocks - first)
 	t.Logf("index: %.0f bytes of Go heap per DRAM block (slope %d→%d)", perBlock, first, blocks)
 	if perBlock > 200 {
 		t.Fatalf("index costs %.0f bytes per block; it was about 160", perBlock)
+	}
+}
+
+// putChain puts blocks benchKey(0..n-1) of layout l as one chain (each the
+// parent of the next), calling mark once the first first of them are in.
+func putChain(t *testing.T, s *tiers.Store, l tiers.Layout, first, n int, mark func()) {
+	t.Helper()
+	data := make([]byte, l.Size())
+	var parent tiers.Hash
+	for i := range n {
+		k := benchKey(i)
+		if err := s.Put(context.Background(), k, l, data, tiers.PutOptions{Parent: parent}); err != nil {
+			t.Fatal(err)
+		}
+		parent = k.Hash
+		if i+1 == first {
+			mark()
+		}
 	}
 }
 

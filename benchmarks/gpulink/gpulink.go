@@ -179,6 +179,16 @@ func Measure(ctx context.Context, dev gpu.Device, link Link, cfg Config) (Report
 	return rep, nil
 }
 
+// pinnedBuffer returns n bytes of driver-pinned host memory and the
+// function that frees it.
+func pinnedBuffer(dev gpu.Device, n int) ([]byte, func(), error) {
+	b, err := dev.AllocHost(n)
+	if err != nil {
+		return nil, nil, fmt.Errorf("gpulink: pinned host buffer: %w", err)
+	}
+	return b, func() { _ = dev.FreeHost(b) }, nil
+}
+
 type cell struct {
 	s        gpu.Stream
 	e0, e1   gpu.Event

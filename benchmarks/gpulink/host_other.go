@@ -13,9 +13,5 @@ func hostBuffer(dev gpu.Device, mode HostMode, n int) ([]byte, func(), error) {
 	if mode != Pinned {
 		return nil, nil, fmt.Errorf("gpulink: %s host memory needs mmap", mode)
 	}
-	b, err := dev.AllocHost(n)
-	if err != nil {
-		return nil, nil, fmt.Errorf("gpulink: pinned host buffer: %w", err)
-	}
-	return b, func() { _ = dev.FreeHost(b) }, nil
+	return pinnedBuffer(dev, n)
 }

@@ -13,11 +13,7 @@ import (
 // Go heap, and the function that releases it.
 func hostBuffer(dev gpu.Device, mode HostMode, n int) ([]byte, func(), error) {
 	if mode == Pinned {
-		b, err := dev.AllocHost(n)
-		if err != nil {
-			return nil, nil, fmt.Errorf("gpulink: pinned host buffer: %w", err)
-		}
-		return b, func() { _ = dev.FreeHost(b) }, nil
+		return pinnedBuffer(dev, n)
 	}
 	b, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {

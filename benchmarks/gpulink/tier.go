@@ -62,11 +62,11 @@ func MeasureTierGet(ctx context.Context, dev gpu.Device, size int64, gets int) (
 		return res, err
 	}
 	defer tier.Close()
-	buf, err := dev.AllocHost(int(size))
+	buf, freeBuf, err := pinnedBuffer(dev, int(size))
 	if err != nil {
-		return res, fmt.Errorf("gpulink: pinned host buffer: %w", err)
+		return res, err
 	}
-	defer dev.FreeHost(buf)
+	defer freeBuf()
 	keys := make([]tiers.Key, blocksInTier)
 	for i := range keys {
 		var d [16]byte

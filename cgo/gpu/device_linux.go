@@ -381,11 +381,13 @@ func (s *stream) copy(op string, kind C.int, dptr DevPtr, host []byte, dsrc DevP
 	if host != nil {
 		hp = unsafe.Pointer(&host[0])
 	}
-	if !wait {
-		r := C.kvg_copy(s.d.c, kind, C.uint64_t(dptr), hp, C.uint64_t(dsrc), C.size_t(n), s.h, 0, 0, 0)
-		return 0, s.d.err(op, r.rc)
+	// Only a waiting copy is timed; an asynchronous one gets no events and ms 0.
+	var ev0, ev1 C.uintptr_t
+	var w C.int
+	if wait {
+		ev0, ev1, w = s.ev0, s.ev1, 1
 	}
-	r := C.kvg_copy(s.d.c, kind, C.uint64_t(dptr), hp, C.uint64_t(dsrc), C.size_t(n), s.h, s.ev0, s.ev1, 1)
+	r := C.kvg_copy(s.d.c, kind, C.uint64_t(dptr), hp, C.uint64_t(dsrc), C.size_t(n), s.h, ev0, ev1, w)
 	if r.rc != 0 {
 		return 0, s.d.err(op, r.rc)
 	}

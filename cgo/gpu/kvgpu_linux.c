@@ -115,8 +115,8 @@ struct kvg_dev {
 	fns_t f;
 };
 
-// sym looks name up, then each fallback in turn (NULL-terminated). It
-// returns NULL when none is exported.
+// sym looks name up, then fb when it is not NULL. It returns NULL when
+// neither is exported.
 static void *sym(void *lib, const char *name, const char *fb) {
 	void *p = dlsym(lib, name);
 	if (p == NULL && fb != NULL) {
@@ -224,49 +224,33 @@ static inline int bind(kvg_dev *d) {
 
 #define IS_CUDA(d) ((d)->vendor == KVG_VENDOR_CUDA)
 
+// STEP makes one driver call of open_device; on failure it names the call
+// in msg and returns its status.
+#define STEP(call, what)                                      \
+	do {                                                  \
+		if ((rc = (call)) != 0) {                     \
+			snprintf(msg, msglen, "%s", what);    \
+			return rc;                            \
+		}                                             \
+	} while (0)
+
 static int open_device(kvg_dev *d, int ordinal, char *msg, size_t msglen) {
-	int rc, n = 0;
-	if (IS_CUDA(d)) {
-		if ((rc = d->f.cuInit(0)) != 0) {
-			snprintf(msg, msglen, "cuInit");
-			return rc;
-		}
-		if ((rc = d->f.cuDeviceGetCount(&n)) != 0) {
-			snprintf(msg, msglen, "cuDeviceGetCount");
-			return rc;
-		}
-		if (ordinal >= n) {
-			snprintf(msg, msglen, "device %d requested, %d present", ordinal, n);
-			return KVG_ENODEV;
-		}
-		if ((rc = d->f.cuDeviceGet(&d->cudev, ordinal)) != 0) {
-			snprintf(msg, msglen, "cuDeviceGet");
-			return rc;
-		}
-		if ((rc = d->f.cuDevicePrimaryCtxRetain(&d->ctx, d->cudev)) != 0) {
-			snprintf(msg, msglen, "cuDevicePrimaryCtxRetain");
-			return rc;
-		}
-		return 0;
-	}
-	if ((rc = d->f.hipInit(0)) != 0) {
-		snprintf(msg, msglen, "hipInit");
-		return rc;
-	}
-	if ((rc = d->f.hipGetDeviceCount(&n)) != 0) {
-		snprintf(msg, msglen, "hipGetDeviceCount");
-		return rc;
-	}
+	int rc, n = 0, cuda = IS_CUDA(d);
+	STEP(cuda ? d->f.cuInit(0) : d->f.hipInit(0), cuda ? "cuInit" : "hipInit");
+	STEP(kvg_device_count(d, &n), cuda ? "cuDeviceGetCount" : "hipGetDeviceCount");
 	if (ordinal >= n) {
 		snprintf(msg, msglen, "device %d requested, %d present", ordinal, n);
 		return KVG_ENODEV;
 	}
-	if ((rc = d->f.hipDeviceGet(&d->cudev, ordinal)) != 0) {
-		snprintf(msg, msglen, "hipDeviceGet");
-		return rc;
+	STEP(cuda ? d->f.cuDeviceGet(&d->cudev, ordinal) : d->f.hipDeviceGet(&d->cudev, ordinal),
+	     cuda ? "cuDeviceGet" : "hipDeviceGet");
+	if (cuda) {
+		STEP(d->f.cuDevicePrimaryCtxRetain(&d->ctx, d->cudev), "cuDevicePrimaryCtxRetain");
 	}
 	return 0;
 }
+
+#undef STEP
 
 int kvg_open(const char *path, int vendor, int ordinal, kvg_dev **out, char *msg, size_t msglen) {
 	*out = NULL;
@@ -478,7 +462,7 @@ static int copy_wait(kvg_dev *d, int kind, uint64_t dptr, void *host, uint64_t d
                      uintptr_t s, uintptr_t ev0, uintptr_t ev1, int wait, float *ms) {
 	int rc;
 	void *st = (void *)s;
-	if ((rc = bind(d)) != 0) return rc;
+	BIND(d);
 	if (ev0 != 0 && (rc = event_record(d, ev0, s)) != 0) return rc;
 	switch (kind) {
 	case KVG_H2D:
@@ -496,13 +480,12 @@ static int copy_wait(kvg_dev *d, int kind, uint64_t dptr, void *host, uint64_t d
 	default:
 		return KVG_EINVAL;
 	}
+	if (rc == 0 && ev1 != 0) {
+		rc = event_record(d, ev1, s);
+	}
 	if (rc != 0) {
 		// Do not return while a copy that may touch the caller's memory
 		// could still be queued.
-		if (wait) (void)stream_sync(d, st);
-		return rc;
-	}
-	if (ev1 != 0 && (rc = event_record(d, ev1, s)) != 0) {
 		if (wait) (void)stream_sync(d, st);
 		return rc;
 	}

@@ -15,6 +15,18 @@ var benchSizes = []int64{64 * KiB, 256 * KiB, MiB, 4 * MiB}
 // in a cache of many blocks. The references cycle through the same footprint.
 const benchWindow = 64 * MiB
 
+// benchArena returns an arena of 2×benchWindow, closed when the benchmark
+// ends, and a benchWindow buffer for the memcpy references, both faulted in
+// before timing (WithPrefault maps the arena, but some hypervisors still
+// fault on the first write to a page).
+func benchArena(b *testing.B) (*Arena, []byte) {
+	a := newArena(b, 2*benchWindow, WithPrefault(true))
+	prefault(a.Base())
+	window := make([]byte, benchWindow)
+	fill(window, 2)
+	return a, window
+}
+
 // BenchmarkPutGet measures Put and Get over benchWindow/size keys, next to
 // memcpy of the same bytes measured in the same run:
 //   - ref=copyin: from one buffer into a rotating slot of a benchWindow
@@ -22,16 +34,7 @@ const benchWindow = 64 * MiB
 //   - ref=copyout: from a rotating slot of a benchWindow buffer into one
 //     buffer, which is what a Get does; compare op=get.
 func BenchmarkPutGet(b *testing.B) {
-	a, err := New(2*benchWindow, WithPrefault(true))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer a.Close()
-	// Fault both footprints in before timing (WithPrefault maps the arena,
-	// but some hypervisors still fault on the first write to a page).
-	prefault(a.Base())
-	window := make([]byte, benchWindow)
-	fill(window, 2)
+	a, window := benchArena(b)
 	for _, n := range benchSizes {
 		l := layoutFor(b, n)
 		m := int(benchWindow / n)
@@ -101,14 +104,7 @@ func BenchmarkPutGet(b *testing.B) {
 // tenants) slows both alike. It reports each side's GB/s and their ratio
 // (put/copyin, get/copyout); ns/op covers a batch pair.
 func BenchmarkPutGetPaired(b *testing.B) {
-	a, err := New(2*benchWindow, WithPrefault(true))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer a.Close()
-	prefault(a.Base())
-	window := make([]byte, benchWindow)
-	fill(window, 2)
+	a, window := benchArena(b)
 	const batch = 4
 	for _, n := range benchSizes {
 		l := layoutFor(b, n)
@@ -191,11 +187,7 @@ func BenchmarkPutGetPaired(b *testing.B) {
 // path, which copies nothing: reserve, then commit over the key's previous
 // copy, which is freed.
 func BenchmarkReserveCommit(b *testing.B) {
-	a, err := New(64 * MiB)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer a.Close()
+	a := newArena(b, 64*MiB)
 	for _, n := range benchSizes {
 		l := layoutFor(b, n)
 		k := testKey("bench-rc", int(n), 0)

@@ -66,11 +66,6 @@ type entry struct {
 	dead      bool // deleted or replaced while read: free when readers drop to 0
 }
 
-// lane is a stream dedicated to the tier.
-type lane struct {
-	s gpu.Stream
-}
-
 // Tier is the HBM tier: one device arena allocated at New, carved into slots
 // by size class, filled and read by copies on the tier's own streams. It
 // implements tiers.Tier and is safe for concurrent use.
@@ -79,7 +74,7 @@ type Tier struct {
 	base      gpu.DevPtr
 	capacity  int64
 	chunkSize int64
-	lanes     chan *lane // idle lanes; a copy takes one and gives it back
+	lanes     chan gpu.Stream // idle streams; a copy takes one and gives it back
 
 	// life is held shared by every operation for its whole length and
 	// exclusively by Close, so the arena and streams are never freed
@@ -137,7 +132,7 @@ func New(dev gpu.Device, capacity int64, opts ...Option) (*Tier, error) {
 		base:      base,
 		capacity:  capacity,
 		chunkSize: cfg.chunkSize,
-		lanes:     make(chan *lane, cfg.streams),
+		lanes:     make(chan gpu.Stream, cfg.streams),
 		index:     make(map[tiers.Key]*entry),
 		alloc:     newAllocator(capacity, cfg.chunkSize),
 	}
@@ -148,21 +143,21 @@ func New(dev gpu.Device, capacity int64, opts ...Option) (*Tier, error) {
 			_ = dev.Free(base)
 			return nil, fmt.Errorf("hbm: creating a stream: %w", err)
 		}
-		t.lanes <- &lane{s: s}
+		t.lanes <- s
 	}
 	return t, nil
 }
 
-// take waits for an idle lane.
-func (t *Tier) take(ctx context.Context) (*lane, error) {
+// take waits for an idle stream.
+func (t *Tier) take(ctx context.Context) (gpu.Stream, error) {
 	select {
-	case l := <-t.lanes:
-		return l, nil
+	case s := <-t.lanes:
+		return s, nil
 	default:
 	}
 	select {
-	case l := <-t.lanes:
-		return l, nil
+	case s := <-t.lanes:
+		return s, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -215,11 +210,11 @@ func (t *Tier) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte
 	t.reserved += size
 	t.mu.Unlock()
 
-	ln, err := t.take(ctx)
+	s, err := t.take(ctx)
 	if err == nil {
 		var d time.Duration
-		d, err = ln.s.CopyH2D(t.base+gpu.DevPtr(off), data)
-		t.lanes <- ln
+		d, err = s.CopyH2D(t.base+gpu.DevPtr(off), data)
+		t.lanes <- s
 		if err == nil {
 			t.putCopyLat.Record(d)
 		}
@@ -227,8 +222,7 @@ func (t *Tier) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err != nil {
-		t.alloc.free(off, size)
-		t.reserved -= size
+		t.release(off, size)
 		return fmt.Errorf("hbm: put %v: %w", k, err)
 	}
 	if old := t.index[k]; old != nil {
@@ -248,8 +242,13 @@ func (t *Tier) drop(e *entry) {
 		e.dead = true
 		return
 	}
-	t.alloc.free(e.off, e.size)
-	t.reserved -= e.size
+	t.release(e.off, e.size)
+}
+
+// release frees a slot and its reservation. Called with t.mu held.
+func (t *Tier) release(off, size int64) {
+	t.alloc.free(off, size)
+	t.reserved -= size
 }
 
 // Get appends k's bytes to dst, copying them from the device, and returns
@@ -276,20 +275,19 @@ func (t *Tier) Get(ctx context.Context, k tiers.Key, dst []byte) (tiers.Layout, 
 	defer func() {
 		t.mu.Lock()
 		if e.readers--; e.dead && e.readers == 0 {
-			t.alloc.free(e.off, e.size)
-			t.reserved -= e.size
+			t.release(e.off, e.size)
 		}
 		t.mu.Unlock()
 	}()
 
-	ln, err := t.take(ctx)
+	s, err := t.take(ctx)
 	if err != nil {
 		return tiers.Layout{}, dst, err
 	}
 	n := len(dst)
 	dst = slices.Grow(dst, int(e.n))[:n+int(e.n)]
-	d, err := ln.s.CopyD2H(dst[n:], t.base+gpu.DevPtr(e.off))
-	t.lanes <- ln
+	d, err := s.CopyD2H(dst[n:], t.base+gpu.DevPtr(e.off))
+	t.lanes <- s
 	if err != nil {
 		return tiers.Layout{}, dst[:n], fmt.Errorf("hbm: get %v: %w", k, err)
 	}
@@ -396,13 +394,13 @@ func (t *Tier) Close() error {
 	return err
 }
 
-// closeLanes destroys the idle lanes (all of them, once operations ended).
+// closeLanes destroys the idle streams (all of them, once operations ended).
 func (t *Tier) closeLanes() error {
 	var err error
 	for {
 		select {
-		case l := <-t.lanes:
-			if cerr := l.s.Close(); cerr != nil {
+		case s := <-t.lanes:
+			if cerr := s.Close(); cerr != nil {
 				err = errors.Join(err, fmt.Errorf("hbm: closing a stream: %w", cerr))
 			}
 		default:

@@ -111,13 +111,18 @@ func newDirectReader(dir string) *directReader {
 	return &directReader{dir: dir, files: make(map[uint32]*os.File)}
 }
 
+// path returns the name of value log file fid (Badger v4's naming).
+func (r *directReader) path(fid uint32) string {
+	return filepath.Join(r.dir, fmt.Sprintf("%06d.vlog", fid))
+}
+
 func (r *directReader) file(fid uint32) (*os.File, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if f, ok := r.files[fid]; ok {
 		return f, nil
 	}
-	f, err := openDirect(filepath.Join(r.dir, fmt.Sprintf("%06d.vlog", fid)))
+	f, err := openDirect(r.path(fid))
 	if errors.Is(err, syscall.EINVAL) {
 		r.off.Store(true) // e.g. tmpfs
 	}
@@ -213,7 +218,7 @@ func (r *directReader) closeDeleted() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id, f := range r.files {
-		if _, err := os.Stat(filepath.Join(r.dir, fmt.Sprintf("%06d.vlog", id))); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(r.path(id)); errors.Is(err, fs.ErrNotExist) {
 			f.Close()
 			delete(r.files, id)
 		}

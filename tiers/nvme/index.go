@@ -75,11 +75,13 @@ func (x *index) narrowed(h uint64) uint64 {
 func (x *index) home(fp fingerprint) uint64 { return x.narrowed(fp[0]) }
 
 // find returns the entry of binary key bk, or nilEntry.
-func (x *index) find(bk []byte) int32 {
+func (x *index) find(bk []byte) int32 { return x.findFP(x.fingerprint(bk)) }
+
+// findFP is find with the fingerprint already computed.
+func (x *index) findFP(fp fingerprint) int32 {
 	if len(x.slots) == 0 {
 		return nilEntry
 	}
-	fp := x.fingerprint(bk)
 	m := x.mask()
 	for p := x.home(fp) & m; ; p = (p + 1) & m {
 		s := x.slots[p]
@@ -94,11 +96,16 @@ func (x *index) find(bk []byte) int32 {
 
 // insert adds binary key bk, which must be absent, at the mru end.
 func (x *index) insert(bk []byte, seq uint64, size uint32) int32 {
+	return x.insertFP(x.fingerprint(bk), seq, size)
+}
+
+// insertFP is insert with the fingerprint already computed.
+func (x *index) insertFP(fp fingerprint, seq uint64, size uint32) int32 {
 	if 4*(x.count+1) > 3*int64(len(x.slots)) {
 		x.grow()
 	}
 	i := x.alloc()
-	*x.at(i) = entry{fp: x.fingerprint(bk), seq: seq, size: size, newer: nilEntry, older: nilEntry}
+	*x.at(i) = entry{fp: fp, seq: seq, size: size, newer: nilEntry, older: nilEntry}
 	x.place(i)
 	x.pushMRU(i)
 	x.count++

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"os"
 	"sync"
@@ -192,8 +191,9 @@ func (t *Tier) enterKey(ctx context.Context, k tiers.Key) error {
 	return err
 }
 
-func (t *Tier) stripe(bk []byte) *sync.Mutex {
-	return &t.stripes[maphash.Bytes(t.idx.seeds[0], bk)%numStripes]
+// stripe returns the writers' lock of the key with fingerprint fp.
+func (t *Tier) stripe(fp fingerprint) *sync.Mutex {
+	return &t.stripes[fp[0]%numStripes]
 }
 
 func (t *Tier) getBuf(n int) *[]byte {
@@ -260,15 +260,16 @@ func (t *Tier) put(ctx context.Context, k tiers.Key, l tiers.Layout, mode codec.
 	}
 	var kb [keyBufLen]byte
 	bk := k.AppendBinary(kb[:0])
+	fp := t.idx.fingerprint(bk)
 
-	s := t.stripe(bk)
+	s := t.stripe(fp)
 	s.Lock()
 	defer s.Unlock()
 	t.gate.RLock()
 	defer t.gate.RUnlock()
 
 	t.mu.Lock()
-	i := t.idx.find(bk)
+	i := t.idx.findFP(fp)
 	var oldSeq uint64
 	var oldSize int64
 	if i != nilEntry {
@@ -302,7 +303,7 @@ func (t *Tier) put(ctx context.Context, k tiers.Key, l tiers.Layout, mode codec.
 		if i != nilEntry {
 			t.idx.update(i, seq, uint32(n))
 		} else {
-			t.idx.insert(bk, seq, uint32(n))
+			t.idx.insertFP(fp, seq, uint32(n))
 		}
 	}
 	t.mu.Unlock()
@@ -443,14 +444,15 @@ func (t *Tier) Delete(ctx context.Context, k tiers.Key) error {
 // remove deletes binary key bk if it is indexed and, when seq is not 0, was
 // last written with seq. It returns the frame bytes freed.
 func (t *Tier) remove(bk []byte, seq uint64) (int64, error) {
-	s := t.stripe(bk)
+	fp := t.idx.fingerprint(bk)
+	s := t.stripe(fp)
 	s.Lock()
 	defer s.Unlock()
 	t.gate.RLock()
 	defer t.gate.RUnlock()
 
 	t.mu.Lock()
-	i := t.idx.find(bk)
+	i := t.idx.findFP(fp)
 	if i == nilEntry || (seq != 0 && t.idx.at(i).seq != seq) {
 		t.mu.Unlock()
 		return 0, nil
@@ -497,7 +499,8 @@ func (t *Tier) keyOf(ctx context.Context, seq uint64) ([]byte, error) {
 // writer replaced it since (its Badger version is no longer version; version
 // 0 means unknown: delete regardless).
 func (t *Tier) dropCorrupt(bk []byte, version uint64) {
-	s := t.stripe(bk)
+	fp := t.idx.fingerprint(bk)
+	s := t.stripe(fp)
 	s.Lock()
 	defer s.Unlock()
 	t.gate.RLock()
@@ -511,7 +514,7 @@ func (t *Tier) dropCorrupt(bk []byte, version uint64) {
 		return
 	}
 	t.mu.Lock()
-	i := t.idx.find(bk)
+	i := t.idx.findFP(fp)
 	ops := []op{{key: dataKey(bk), del: true}}
 	var size int64
 	if i != nilEntry {
@@ -534,7 +537,8 @@ func (t *Tier) dropCorrupt(bk []byte, version uint64) {
 // forgetMissing drops bk from the index (and its meta) when Badger has no
 // frame for it.
 func (t *Tier) forgetMissing(bk []byte) {
-	s := t.stripe(bk)
+	fp := t.idx.fingerprint(bk)
+	s := t.stripe(fp)
 	s.Lock()
 	defer s.Unlock()
 	if _, err := t.st.get(dataKey(bk), nil); !errors.Is(err, errNoKey) {
@@ -543,7 +547,7 @@ func (t *Tier) forgetMissing(bk []byte) {
 	t.gate.RLock()
 	defer t.gate.RUnlock()
 	t.mu.Lock()
-	i := t.idx.find(bk)
+	i := t.idx.findFP(fp)
 	if i == nilEntry {
 		t.mu.Unlock()
 		return
@@ -711,12 +715,13 @@ func (t *Tier) load(ctx context.Context) error {
 			return nil
 		}
 		maxSeq = max(maxSeq, seq)
-		if i := t.idx.find(bk); i != nilEntry {
+		fp := t.idx.fingerprint(bk)
+		if i := t.idx.findFP(fp); i != nilEntry {
 			drop = append(drop, op{key: metaKey(t.idx.at(i).seq, bk), del: true})
 			t.idx.update(i, seq, m.frameLen)
 			return nil
 		}
-		t.idx.insert(bk, seq, m.frameLen)
+		t.idx.insertFP(fp, seq, m.frameLen)
 		return nil
 	})
 	if err != nil {
