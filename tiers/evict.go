@@ -64,16 +64,25 @@ type candidate struct {
 // held only by the store's own I/O (write-behind) were in the way, so that
 // waiting briefly will help.
 //
-// Each shard proposes its least recently used eligible copy; eviction
-// compares the proposals of evictSample shards (taken round robin from a
-// moving cursor) and takes the oldest, so it approximates a global LRU
-// without a global lock. Eligibility, in order of preference:
+// Each shard publishes the age of its lists' tails (shard.publishTail).
+// Eviction first asks the shard with the oldest tail for its least recently
+// used eligible copy, and takes it when it is free to drop and no older than
+// any other shard's tail: then it is the store's oldest eligible copy, found
+// under one shard lock, and blocks put one after another are evicted in the
+// order they came, so the slots they free are reused in address order.
+// Otherwise each of evictSample shards (taken round robin from a moving
+// cursor) proposes its least recently used eligible copy, and the oldest
+// proposal is evicted: an approximate global LRU without a global lock.
+// Eligibility, in order of preference:
 //   - a DRAM copy that NVMe also holds, or an HBM copy: dropped for free;
 //   - where the copy is the block's last, a leaf of its prefix chain (a
 //     block no cached block continues), so cached chains stay prefixes;
 //   - a DRAM copy NVMe lacks: demoted (written to NVMe) first;
 //   - only when nothing above exists anywhere: any unpinned copy.
 func (s *Store) evict(ctx context.Context, l int) (freed, busy bool) {
+	if freed, busy = s.evictOldest(l); freed {
+		return true, false
+	}
 	n := len(s.shards)
 	start := int(s.evictCursor[l].Add(1))
 	for _, strict := range [...]bool{true, false} {
@@ -128,10 +137,44 @@ func (s *Store) evictCandidate(ctx context.Context, l int, c candidate) (freed, 
 		sh.mu.Unlock()
 		return gone, !gone
 	}
-	sh.ctr.evictions[levelOf[l]]++
-	s.dropCopies(sh, i, s.dropBits(bit))
-	s.unlock(sh)
+	s.evictAt(sh, i, l)
 	return true, false
+}
+
+// evictOldest evicts the least recently used eligible copy on list l of
+// the shard whose tail is oldest, when it needs no demotion and is no
+// younger than any other shard's tail. It reports whether it evicted, and
+// whether blocks held by the store's own I/O were in the way.
+func (s *Store) evictOldest(l int) (freed, busy bool) {
+	oldest, next, at := uint64(noAge), uint64(noAge), -1
+	for j := range s.tailAges[l] {
+		switch a := s.tailAges[l][j].Load(); {
+		case a < oldest:
+			oldest, next, at = a, oldest, j
+		case a < next:
+			next = a
+		}
+	}
+	if at < 0 {
+		return false, false
+	}
+	sh := s.shards[at]
+	sh.mu.Lock()
+	i, demote, busy := s.pickVictim(sh, l, true)
+	if i == nilIdx || demote || sh.at(i).lastUse > next {
+		sh.mu.Unlock()
+		return false, busy
+	}
+	s.evictAt(sh, i, l)
+	return true, false
+}
+
+// evictAt drops entry i's copy on list l. Caller holds sh.mu, which
+// evictAt releases.
+func (s *Store) evictAt(sh *shard, i int32, l int) {
+	sh.ctr.evictions[levelOf[l]]++
+	s.dropCopies(sh, i, s.dropBits(bitOf[l]))
+	s.unlock(sh)
 }
 
 // dropBits is what evicting a copy removes: DRAM is inclusive of HBM, so

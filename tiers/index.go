@@ -2,7 +2,9 @@ package tiers
 
 import (
 	"hash/maphash"
+	"math"
 	"sync"
+	"sync/atomic"
 )
 
 // Copies a block may have; entry.where is a bitmask of them.
@@ -88,7 +90,15 @@ type shard struct {
 	pinned  int               // entries with userPins > 0
 	staged  map[int32]slotRef // packed entries with readers → their decoded staging slot
 	ctr     counters
+
+	// age[l] is this shard's slot in the store's tailAges[l]: the lastUse
+	// of list l's tail, noAge when the list is empty. Written under mu
+	// whenever the tail changes; read without it by eviction.
+	age [numLists]*atomic.Uint64
 }
+
+// noAge is the published age of an empty list: older than nothing.
+const noAge = math.MaxUint64
 
 // counters are per-shard so that the hot path updates them under the shard
 // lock it already holds; Stats sums them.
@@ -114,10 +124,13 @@ const pageEntries = 1024
 // at returns entry i. Caller holds mu.
 func (s *shard) at(i int32) *entry { return &s.pages[i/pageEntries][i%pageEntries] }
 
-func newShard(seed maphash.Seed, names *nsTable) *shard {
-	s := &shard{seed: seed, names: names, idx: make(map[uint64]int32)}
+// newShard returns an empty shard that publishes its lists' tail ages in
+// age.
+func newShard(seed maphash.Seed, names *nsTable, age [numLists]*atomic.Uint64) *shard {
+	s := &shard{seed: seed, names: names, idx: make(map[uint64]int32), age: age}
 	for i := range s.lru {
 		s.lru[i] = list{nilIdx, nilIdx}
+		age[i].Store(noAge)
 	}
 	return s
 }
@@ -316,6 +329,7 @@ func (s *shard) pushFront(l int, i int32) {
 		s.at(old).lists[l].prev = i
 	} else {
 		s.lru[l].tail = i
+		s.publishTail(l)
 	}
 	s.lru[l].head = i
 }
@@ -333,8 +347,23 @@ func (s *shard) unlink(l int, i int32) {
 		s.at(n).lists[l].prev = p
 	} else if s.lru[l].tail == i {
 		s.lru[l].tail = p
+		s.publishTail(l)
 	}
 	e.lists[l] = links{nilIdx, nilIdx}
+}
+
+// publishTail publishes the age of list l's tail, for eviction to find the
+// shard that holds the oldest copy without locking every shard. Caller
+// holds mu. The store-wide ages share cache lines, so it writes only a
+// changed age.
+func (s *shard) publishTail(l int) {
+	a := uint64(noAge)
+	if t := s.lru[l].tail; t != nilIdx {
+		a = s.at(t).lastUse
+	}
+	if s.age[l].Load() != a {
+		s.age[l].Store(a)
+	}
 }
 
 // inList reports whether i is on list l, including as its only member.
@@ -350,6 +379,9 @@ func (s *shard) touch(i int32, now uint64) {
 	for l, bit := range [numLists]uint8{inHBM, inDRAM, inNVMe} {
 		if e.where&bit != 0 {
 			s.pushFront(l, i)
+			if s.lru[l].tail == i { // the only entry: its age just changed
+				s.publishTail(l)
+			}
 		}
 	}
 }

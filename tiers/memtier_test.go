@@ -330,6 +330,14 @@ func checkIndex(s *Store, tiersByBit map[uint8]*memTier) error {
 					return fmt.Errorf("shard %d list %d: cycle", si, l)
 				}
 			}
+			want := uint64(noAge)
+			if t := sh.lru[l].tail; t != nilIdx {
+				want = sh.at(t).lastUse
+			}
+			if got := s.tailAges[l][si].Load(); got != want {
+				sh.mu.RUnlock()
+				return fmt.Errorf("shard %d list %d: published tail age %d, tail's lastUse %d", si, l, got, want)
+			}
 		}
 		sh.mu.RUnlock()
 	}

@@ -135,6 +135,7 @@ type Store struct {
 	log    *slog.Logger
 
 	evictCursor [numLists]atomic.Uint32 // round-robin start shard for eviction
+	tailAges    [numLists][]atomic.Uint64 // per list, per shard: its tail's lastUse (shard.age)
 	clock       atomic.Uint64           // ticks once per touch; orders recency across shards
 	dramCap     int64
 
@@ -164,8 +165,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s.seed = maphash.MakeSeed()
 	s.shards = make([]*shard, cfg.Shards)
+	for l := range s.tailAges {
+		s.tailAges[l] = make([]atomic.Uint64, cfg.Shards)
+	}
 	for i := range s.shards {
-		s.shards[i] = newShard(s.seed, &s.names)
+		var age [numLists]*atomic.Uint64
+		for l := range age {
+			age[l] = &s.tailAges[l][i]
+		}
+		s.shards[i] = newShard(s.seed, &s.names, age)
 	}
 	if sc, ok := s.nvme.(Scanner); ok {
 		n := 0

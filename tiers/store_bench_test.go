@@ -35,7 +35,10 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 // BenchmarkStoreDRAM measures Put (with eviction of the oldest block, as
 // in steady state) and Get+Release (the reader copies the bytes out, as a
-// client would) through the Store on the real DRAM arena. The references
+// client would) through the Store on the real DRAM arena. Gets read the
+// most recently put half of the blocks: in the order they were put, as an
+// engine loads a cached prefix chain (op=get), and in a fixed shuffled
+// order (op=get-shuffled). The references
 // are copies of the same bytes into and out of a rotating set of buffers as
 // large as the arena, measured in the same run, so both sides miss the CPU
 // caches alike: on the Go heap (ref=copyin, ref=copyout), and in a second
@@ -69,16 +72,16 @@ func BenchmarkStoreDRAM(b *testing.B) {
 		}
 		shmSlot := func(i int) []byte { o := (i % window) * n; return shm[o : o+n] }
 		benchCopy(b, "arena-copyin", n, func(i int) { copy(shmSlot(i), src) })
-		// Once the arena is full, the slot a put gets is the one eviction
-		// just freed: in effect a random one of the window, not the next in
-		// address order; and a get reads a block wherever it landed. These
-		// references copy to and from the same slots in a random order, to
-		// show what that pattern alone costs the memory system (TLB misses
-		// and prefetch restarts on 4 KiB pages).
+		// These references copy to and from the same slots in a random
+		// order, to show what that pattern alone costs the memory system
+		// (TLB misses and prefetch restarts on 4 KiB pages): puts over the
+		// whole window, as when eviction frees slots out of address order,
+		// and gets over half of it, as op=get-shuffled reads.
 		perm := rand.New(rand.NewPCG(1, 2)).Perm(window)
 		benchCopy(b, "arena-copyin-scattered", n, func(i int) { copy(shmSlot(perm[i%window]), src) })
 		benchCopy(b, "arena-copyout", n, func(i int) { copy(dst, shmSlot(i)) })
-		benchCopy(b, "arena-copyout-scattered", n, func(i int) { copy(dst, shmSlot(perm[i%window])) })
+		half := window / 2
+		benchCopy(b, "arena-copyout-scattered", n, func(i int) { copy(dst, shmSlot(perm[i%half])) })
 		ref.Close()
 		d, err := dram.New(int64(window*n), dram.WithPrefault(true))
 		if err != nil {
@@ -106,21 +109,31 @@ func BenchmarkStoreDRAM(b *testing.B) {
 			}
 		})
 		benchCopy(b, "copyout", n, func(i int) { copy(dst, slot(i)) })
-		b.Run(fmt.Sprintf("op=get/size=%d", n), func(b *testing.B) {
-			b.SetBytes(int64(n))
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				k := benchKey(next - 1 - i%(window/2))
-				blk, err := s.Get(ctx, k, tiers.GetOptions{})
-				if err != nil {
-					b.Fatal(err)
+		recent := next - half // the oldest block the gets read
+		shuffled := rand.New(rand.NewPCG(3, 4)).Perm(half)
+		for _, order := range []struct {
+			name  string
+			block func(i int) int
+		}{
+			{"get", func(i int) int { return recent + i%half }},
+			{"get-shuffled", func(i int) int { return recent + shuffled[i%half] }},
+		} {
+			b.Run(fmt.Sprintf("op=%s/size=%d", order.name, n), func(b *testing.B) {
+				b.SetBytes(int64(n))
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					k := benchKey(order.block(i))
+					blk, err := s.Get(ctx, k, tiers.GetOptions{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					copy(dst, blk.Data)
+					s.Release(k)
+					i++
 				}
-				copy(dst, blk.Data)
-				s.Release(k)
-				i++
-			}
-		})
+			})
+		}
 		s.Close()
 	}
 }

@@ -321,6 +321,46 @@ func TestStoreEvictsLeavesFirst(t *testing.T) {
 	ts.check(t)
 }
 
+// TestStoreEvictsOldestFirst checks that eviction takes the store's least
+// recently used block, across shards, when it is free to drop: blocks put
+// one after another leave in the order they came, and a Get saves a block.
+func TestStoreEvictsOldestFirst(t *testing.T) {
+	ctx := context.Background()
+	const capacity = 16
+	ts := newTestStore(t, capacity, 0, 0, func(c *Config) { c.Shards = 64 })
+	put := func(i int) {
+		t.Helper()
+		k := testKey("m", i)
+		if err := ts.Put(ctx, k, testLayout, content(k, testBlock, 0), PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cached := func(i int) bool { return ts.has(testKey("m", i), inDRAM) }
+	for i := range capacity {
+		put(i)
+	}
+	for i := capacity; i < 4*capacity; i++ {
+		put(i)
+		for j := 0; j <= i; j++ {
+			if want := j > i-capacity; cached(j) != want {
+				t.Fatalf("after putting block %d: block %d cached %v, want %v (oldest first)", i, j, cached(j), want)
+			}
+		}
+	}
+	// Reading the oldest block makes it the newest: the next put evicts
+	// the one after it.
+	oldest := 4*capacity - capacity
+	k := testKey("m", oldest)
+	mustGet(t, ts.Store, k, content(k, testBlock, 0))
+	ts.Release(k)
+	put(4 * capacity)
+	if !cached(oldest) || cached(oldest+1) {
+		t.Fatalf("after a get of block %d and one put: it is cached %v, block %d cached %v; want true, false",
+			oldest, cached(oldest), oldest+1, cached(oldest+1))
+	}
+	ts.check(t)
+}
+
 func TestStoreLookup(t *testing.T) {
 	ctx := context.Background()
 	ts := newTestStore(t, 4, 64, 0)
