@@ -34,7 +34,9 @@
 //   - Get pins the block and returns its DRAM bytes in place, promoting it
 //     from NVMe first if needed. Release unpins it.
 //   - When a tier is full, unpinned copies are evicted, least recently used
-//     first, approximately (per shard, shards taken round robin). Where a
+//     first: exactly when the oldest copy is free to drop (the shard with
+//     the oldest list tail is asked first), approximately otherwise (the
+//     oldest of eight shards' candidates, shards taken round robin). Where a
 //     copy is a block's last, chain leaves go first (blocks no cached block
 //     continues, known from PutOptions.Parent), so every chain's cached part
 //     stays a prefix. A DRAM copy NVMe lacks is demoted (written to NVMe)

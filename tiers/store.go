@@ -134,9 +134,9 @@ type Store struct {
 	names  nsTable      // the namespaces indexed, by id
 	log    *slog.Logger
 
-	evictCursor [numLists]atomic.Uint32 // round-robin start shard for eviction
+	evictCursor [numLists]atomic.Uint32   // round-robin start shard for eviction
 	tailAges    [numLists][]atomic.Uint64 // per list, per shard: its tail's lastUse (shard.age)
-	clock       atomic.Uint64           // ticks once per touch; orders recency across shards
+	clock       atomic.Uint64             // ticks once per touch; orders recency across shards
 	dramCap     int64
 
 	wbq    chan Key      // write-behind queue
