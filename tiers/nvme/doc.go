@@ -8,7 +8,11 @@
 //   - The directory given to Open: a Badger database tuned for large values
 //     (every frame in the value log, ValueThreshold 32 bytes; no compression,
 //     no block cache, 8 MiB memtables, one version per key, two compactors;
-//     Badger's logger routed to log/slog at Warn).
+//     Badger's logger routed to log/slog at Warn). Badger runs in managed
+//     mode: the tier picks commit timestamps, going on from the newest on
+//     disk at Open, and reads at the newest, so no transaction waits on
+//     Badger's oracle (see badgerStore). Superseded and deleted versions
+//     become discardable at each collection's flush.
 //   - The frames: Put encodes with codec.Encode in the namespace's mode
 //     (WithCodecMode, default codec.Raw) into a pooled buffer; Get verifies
 //     the CRC-32C of every frame with codec.Decode into the caller's dst.

@@ -113,6 +113,7 @@ func Open(dir string, capacity int64, opts ...Option) (*Tier, error) {
 		return nil, err
 	}
 	bs := &badgerStore{db: db}
+	bs.ts.Store(db.MaxVersion())
 	if cfg.directReads {
 		bs.direct = newDirectReader(dir)
 	}
@@ -157,7 +158,7 @@ func openBadger(dir string, cfg config) (db *badger.DB, err error) {
 		WithValueLogFileSize(cfg.vlogFileSize).
 		WithMetricsEnabled(false).
 		WithDetectConflicts(false)
-	db, err = badger.Open(opt)
+	db, err = badger.OpenManaged(opt)
 	if err != nil {
 		return nil, fmt.Errorf("%w: open %s: %w", ErrStore, dir, err)
 	}

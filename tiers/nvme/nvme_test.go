@@ -363,6 +363,53 @@ func TestReopen(t *testing.T) {
 	}
 }
 
+// TestWritesAfterReopenWin checks that writes after a restart supersede
+// the versions written before it: the store picks Badger's commit
+// timestamps, and must go on from the newest one on disk.
+func TestWritesAfterReopenWin(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l := testLayout(4)
+	kept, replaced, deleted := testKey("ns", 1), testKey("ns", 2), testKey("ns", 3)
+	tr, err := Open(dir, 1<<30, smallOpts(t)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 { // many versions before the restart
+		for _, k := range []tiers.Key{kept, replaced, deleted} {
+			mustPut(t, tr, k, l, block(l, uint64(i)))
+		}
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tr, err = Open(dir, 1<<30, smallOpts(t)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, tr, replaced, l, block(l, 1000))
+	if err := tr.Delete(ctx, deleted); err != nil {
+		t.Fatal(err)
+	}
+	check := func(tr *Tier) {
+		t.Helper()
+		mustGet(t, tr, kept, l, block(l, 49))
+		mustGet(t, tr, replaced, l, block(l, 1000))
+		if _, _, err := tr.Get(ctx, deleted, nil); !errors.Is(err, tiers.ErrNotFound) {
+			t.Fatalf("deleted block: %v, want ErrNotFound", err)
+		}
+	}
+	check(tr)
+	if err := tr.CollectGarbage(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check(tr)
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check(openTest(t, dir, 1<<30))
+}
+
 func TestScanBatches(t *testing.T) {
 	ctx := context.Background()
 	tr := openTest(t, t.TempDir(), 1<<30)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime/debug"
+	"sync/atomic"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -32,6 +34,7 @@ type store interface {
 	flush() error
 	// flatten compacts the LSM tree into one level, so that tombstones meet
 	// the values they delete and the value log learns what is garbage.
+	// Versions written after the last flush are not discarded.
 	flatten() error
 	// gcOnce rewrites at most one value log file holding at least ratio
 	// garbage; it reports whether it rewrote one.
@@ -46,15 +49,30 @@ type op struct {
 	del      bool
 }
 
-// badgerStore implements store on a Badger DB.
+// badgerStore implements store on a Badger DB opened in managed mode: the
+// store picks each write's commit timestamp (the version Badger keeps with
+// every key) and reads at the newest, so a transaction never goes through
+// Badger's oracle. Its watermarks hand every begin and end of a transaction
+// to a goroutine over a channel; on a small machine waking it cost about
+// 20 µs a read, a sixth of reading a 64 KiB block from disk.
+//
+// Writes of one key are serialised by the tier's stripe locks and take
+// their timestamps inside them, so a key's versions follow its writes.
+// Nothing reads an older version, so every version written before a flush
+// may be discarded once superseded or deleted (flush moves the discard
+// timestamp up).
 type badgerStore struct {
 	db     *badger.DB
 	direct *directReader // nil: every read goes through Badger's mapping
+	ts     atomic.Uint64 // the last commit timestamp handed out
 }
+
+// readTs reads the newest committed version of every key.
+const readTs = math.MaxUint64
 
 func (s *badgerStore) write(ops []op) (err error) {
 	defer recoverTo(&err)
-	txn := s.db.NewTransaction(true)
+	txn := s.db.NewTransactionAt(readTs, true)
 	defer txn.Discard()
 	for _, o := range ops {
 		if o.del {
@@ -66,7 +84,7 @@ func (s *badgerStore) write(ops []op) (err error) {
 			return storeErr("write", err)
 		}
 	}
-	return storeErr("commit", txn.Commit())
+	return storeErr("commit", txn.CommitAt(s.ts.Add(1), nil))
 }
 
 func (s *badgerStore) get(key []byte, fn func(val []byte) error) (version uint64, err error) {
@@ -167,6 +185,10 @@ func (s *badgerStore) flush() (err error) {
 	if err := s.write([]op{{key: flushKey, val: []byte{1}}}); err != nil {
 		return err
 	}
+	// No write is in flight (the tier's write gate is held), so every
+	// version up to the last timestamp is committed: let compaction drop
+	// those that are superseded or deleted.
+	s.db.SetDiscardTs(s.ts.Load())
 	return storeErr("flush", s.db.DropPrefix([]byte{prefixFlush}))
 }
 
