@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/kvtier/kvtier/codec"
 	"github.com/kvtier/kvtier/tiers"
@@ -134,6 +135,92 @@ func BenchmarkStoreDRAM(b *testing.B) {
 				}
 			})
 		}
+		s.Close()
+	}
+}
+
+// BenchmarkStoreDRAMPaired measures gets as BenchmarkStoreDRAM does (in put
+// order, the reader copying the bytes out of a full arena) but alternates
+// batches of gets with batches of the copy-out reference inside one loop,
+// timing each batch, so that a machine whose memory speed drifts from one
+// second to the next (other tenants) slows both sides alike. A batch covers
+// about 1 MiB of consecutive blocks, so that each side's copies stream from
+// one block into the next as they would alone. It reports both sides' GB/s
+// and their ratio (get/ref); ns/op covers a batch pair.
+//
+// Puts are not paired this way: a reference copy into memory leaves its
+// destination's lines dirty in the cache, and the next batch would pay for
+// writing them back, so the store (whose puts bypass the cache) would be
+// billed for the reference's writes.
+func BenchmarkStoreDRAMPaired(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range benchSizes {
+		l := layoutOf(n)
+		window := max(16, (64<<20)/n)
+		batch := max(1, (1<<20)/n)
+		dst := make([]byte, n)
+		pool := make([]byte, window*n)
+		for i := range pool {
+			pool[i] = byte(i)
+		}
+		d, err := dram.New(int64(window*n), dram.WithPrefault(true))
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := tiers.Open(ctx, tiers.Config{DRAM: d, Logger: quietLogger()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range 2 * window { // a full arena, its slots reused once
+			if err := s.Put(ctx, benchKey(i), l, pool[:n], tiers.PutOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		recent, half := 2*window-window/2, window/2
+		b.Run(fmt.Sprintf("op=get/size=%d", n), func(b *testing.B) {
+			got, copied := 0, 0
+			get := func() {
+				k := benchKey(recent + got%half)
+				blk, err := s.Get(ctx, k, tiers.GetOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				copy(dst, blk.Data)
+				s.Release(k)
+				got++
+			}
+			ref := func() {
+				o := (copied % window) * n
+				copy(dst, pool[o:o+n])
+				copied++
+			}
+			var tGet, tRef time.Duration
+			ops := 0
+			for b.Loop() {
+				// Alternate which side goes first, so neither always
+				// follows the other.
+				refFirst := (ops/batch)%2 == 0
+				for side := range 2 {
+					t0 := time.Now()
+					if (side == 0) == refFirst {
+						for range batch {
+							ref()
+						}
+						tRef += time.Since(t0)
+					} else {
+						for range batch {
+							get()
+						}
+						tGet += time.Since(t0)
+					}
+				}
+				ops += batch
+			}
+			gb := func(d time.Duration) float64 { return float64(ops*n) / d.Seconds() / 1e9 }
+			b.ReportMetric(gb(tRef), "ref-GB/s")
+			b.ReportMetric(gb(tGet), "get-GB/s")
+			b.ReportMetric(float64(tRef)/float64(tGet), "get/ref")
+		})
 		s.Close()
 	}
 }

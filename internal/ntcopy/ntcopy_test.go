@@ -71,7 +71,9 @@ func testCopy(t *testing.T) {
 
 // BenchmarkCopy compares Copy with the built-in copy into a rotating set of
 // destinations as large as a small DRAM arena (64 MiB, beyond the caches),
-// visited in random order as the arena's freed slots are.
+// visited in random order (slots freed out of address order) and in
+// address order (a full arena evicting least recently used first reuses
+// the slots of blocks put one after another in turn).
 func BenchmarkCopy(b *testing.B) {
 	for _, n := range []int{64 << 10, 256 << 10, 1 << 20} {
 		window := (64 << 20) / n
@@ -81,19 +83,24 @@ func BenchmarkCopy(b *testing.B) {
 		}
 		src := make([]byte, n)
 		perm := rand.New(rand.NewPCG(3, 4)).Perm(window)
-		for _, f := range []struct {
-			name string
-			fn   func(dst, src []byte) int
-		}{{"builtin", func(d, s []byte) int { return copy(d, s) }}, {"ntcopy", Copy}} {
-			b.Run(fmt.Sprintf("size=%d/%s", n, f.name), func(b *testing.B) {
-				b.SetBytes(int64(n))
-				i := 0
-				for b.Loop() {
-					o := perm[i%window] * n
-					f.fn(pool[o:o+n], src)
-					i++
-				}
-			})
+		for _, order := range []string{"random", "seq"} {
+			for _, f := range []struct {
+				name string
+				fn   func(dst, src []byte) int
+			}{{"builtin", func(d, s []byte) int { return copy(d, s) }}, {"ntcopy", Copy}} {
+				b.Run(fmt.Sprintf("size=%d/order=%s/%s", n, order, f.name), func(b *testing.B) {
+					b.SetBytes(int64(n))
+					i := 0
+					for b.Loop() {
+						o := (i % window) * n
+						if order == "random" {
+							o = perm[i%window] * n
+						}
+						f.fn(pool[o:o+n], src)
+						i++
+					}
+				})
+			}
 		}
 	}
 }
