@@ -1,7 +1,6 @@
 package client
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kvtier/kvtier/internal/wire"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 )
 
@@ -57,82 +57,48 @@ const (
 	getDataField   = 4
 )
 
-// readUvarint reads a protobuf varint; any failure is a malformed response.
-func readUvarint(r io.ByteReader) (uint64, error) {
-	x, err := binary.ReadUvarint(r)
-	if err != nil {
-		return 0, errBadGetResponse
-	}
-	return x, nil
-}
-
 func (g *getChunk) decode(r *mem.Reader) error {
 	for r.Remaining() > 0 {
-		tag, err := readUvarint(r)
+		num, typ, v, err := wire.Next(r)
 		if err != nil {
-			return err
-		}
-		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
-		switch typ {
-		case protowire.VarintType:
-			v, err := readUvarint(r)
-			if err != nil {
-				return err
-			}
-			switch num {
-			case getFromField:
-				g.from = pb.Tier(int32(v))
-			case getTotalField:
-				g.total = v
-				// Size the buffer for the block, trusting the daemon only
-				// up to preallocLimit; data beyond that grows it as needed.
-				if want := min(v, preallocLimit); uint64(cap(g.dst)) < want {
-					nd := make([]byte, len(g.dst), want)
-					copy(nd, g.dst)
-					g.dst = nd
-				}
-			}
-		case protowire.BytesType:
-			n, err := readUvarint(r)
-			if err != nil || n > uint64(r.Remaining()) {
-				return errBadGetResponse
-			}
-			switch num {
-			case getDataField:
-				off := len(g.dst)
-				if uint64(cap(g.dst)-off) < n {
-					nd := make([]byte, off, max(off+int(n), 2*cap(g.dst)))
-					copy(nd, g.dst)
-					g.dst = nd
-				}
-				g.dst = g.dst[:off+int(n)]
-				if _, err := io.ReadFull(r, g.dst[off:]); err != nil {
-					return errBadGetResponse
-				}
-			case getLayoutField:
-				b := make([]byte, n)
-				if _, err := io.ReadFull(r, b); err != nil {
-					return errBadGetResponse
-				}
-				g.layout = &pb.Layout{}
-				if err := proto.Unmarshal(b, g.layout); err != nil {
-					return fmt.Errorf("%w: layout: %v", errBadGetResponse, err)
-				}
-			default:
-				if _, err := r.Discard(int(n)); err != nil {
-					return errBadGetResponse
-				}
-			}
-		case protowire.Fixed32Type:
-			if _, err := r.Discard(4); err != nil {
-				return errBadGetResponse
-			}
-		case protowire.Fixed64Type:
-			if _, err := r.Discard(8); err != nil {
-				return errBadGetResponse
-			}
-		default:
 			return errBadGetResponse
+		}
+		switch {
+		case typ == protowire.VarintType && num == getFromField:
+			g.from = pb.Tier(int32(v))
+		case typ == protowire.VarintType && num == getTotalField:
+			g.total = v
+			// Size the buffer for the block, trusting the daemon only up
+			// to preallocLimit; data beyond that grows it as needed.
+			if want := min(v, preallocLimit); uint64(cap(g.dst)) < want {
+				nd := make([]byte, len(g.dst), want)
+				copy(nd, g.dst)
+				g.dst = nd
+			}
+		case typ == protowire.BytesType && num == getDataField:
+			off := len(g.dst)
+			if uint64(cap(g.dst)-off) < v {
+				nd := make([]byte, off, max(off+int(v), 2*cap(g.dst)))
+				copy(nd, g.dst)
+				g.dst = nd
+			}
+			g.dst = g.dst[:off+int(v)]
+			if _, err := io.ReadFull(r, g.dst[off:]); err != nil {
+				return errBadGetResponse
+			}
+		case typ == protowire.BytesType && num == getLayoutField:
+			b := make([]byte, v)
+			if _, err := io.ReadFull(r, b); err != nil {
+				return errBadGetResponse
+			}
+			g.layout = &pb.Layout{}
+			if err := proto.Unmarshal(b, g.layout); err != nil {
+				return fmt.Errorf("%w: layout: %v", errBadGetResponse, err)
+			}
+		case typ == protowire.BytesType:
+			if _, err := r.Discard(int(v)); err != nil {
+				return errBadGetResponse
+			}
 		}
 	}
 	return nil

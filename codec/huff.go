@@ -156,15 +156,23 @@ func reverseBits(c uint32, n int) uint32 {
 	return r
 }
 
-// appendTable writes the code lengths.
-func (h *hufCoder) appendTable(dst []byte) []byte {
-	lo, hi := 0, 255
-	for lo < 255 && h.len[lo] == 0 {
+// usedSymbols returns the first and last symbols with a non-zero entry in
+// a per-symbol table (both 255 when every entry is zero): the range an entropy
+// coder's table is written for.
+func usedSymbols[T uint8 | uint32](t *[256]T) (lo, hi int) {
+	lo, hi = 0, 255
+	for lo < 255 && t[lo] == 0 {
 		lo++
 	}
-	for hi > lo && h.len[hi] == 0 {
+	for hi > lo && t[hi] == 0 {
 		hi--
 	}
+	return lo, hi
+}
+
+// appendTable writes the code lengths.
+func (h *hufCoder) appendTable(dst []byte) []byte {
+	lo, hi := usedSymbols(&h.len)
 	dst = append(dst, uint8(lo), uint8(hi-lo))
 	for s := lo; s <= hi; s += 2 {
 		b := h.len[s]

@@ -89,13 +89,7 @@ func (m *ransModel) fillSlots() {
 
 // appendTable writes the model: first symbol, count-1, then count uvarint frequencies.
 func (m *ransModel) appendTable(dst []byte) []byte {
-	lo, hi := 0, 255
-	for lo < 255 && m.freq[lo] == 0 {
-		lo++
-	}
-	for hi > lo && m.freq[hi] == 0 {
-		hi--
-	}
+	lo, hi := usedSymbols(&m.freq)
 	dst = append(dst, uint8(lo), uint8(hi-lo))
 	for s := lo; s <= hi; s++ {
 		dst = binary.AppendUvarint(dst, uint64(m.freq[s]))

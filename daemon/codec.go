@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"encoding/binary"
-	"errors"
 	"io"
 
 	"google.golang.org/grpc/encoding"
@@ -11,6 +9,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kvtier/kvtier/internal/wire"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 )
 
@@ -75,12 +74,6 @@ func (m *putMsg) limit() int {
 
 var errMalformedPut = fieldErr("PutRequest", "malformed message")
 
-// readUvarint reads a protobuf varint and reports whether it was well formed.
-func readUvarint(r io.ByteReader) (uint64, bool) {
-	x, err := binary.ReadUvarint(r)
-	return x, err == nil
-}
-
 // Field numbers of PutRequest.
 const (
 	putHeaderField = 1
@@ -93,22 +86,13 @@ func (m *putMsg) decode(r *mem.Reader) {
 	var header *pb.PutHeader
 	var early []byte // data that came before the header in the first message
 	for r.Remaining() > 0 && m.err == nil {
-		tag, ok := readUvarint(r)
-		if !ok {
+		num, typ, n, err := wire.Next(r)
+		if err != nil {
 			m.err = errMalformedPut
 			return
 		}
-		num, typ := protowire.Number(tag>>3), protowire.Type(tag&7)
 		if typ != protowire.BytesType {
-			if skipField(r, typ) != nil {
-				m.err = errMalformedPut
-			}
 			continue
-		}
-		n, ok := readUvarint(r)
-		if !ok || n > uint64(r.Remaining()) {
-			m.err = errMalformedPut
-			return
 		}
 		switch num {
 		case putHeaderField:
@@ -188,24 +172,4 @@ func (m *putMsg) write(b []byte) {
 		return
 	}
 	m.n += copy(m.dst[m.n:], b)
-}
-
-func skipField(r *mem.Reader, typ protowire.Type) error {
-	var err error
-	switch typ {
-	case protowire.VarintType:
-		if _, ok := readUvarint(r); !ok {
-			err = errMalformedPut
-		}
-	case protowire.Fixed32Type:
-		_, err = r.Discard(4)
-	case protowire.Fixed64Type:
-		_, err = r.Discard(8)
-	default:
-		err = errMalformedPut
-	}
-	if err != nil {
-		return errors.Join(errMalformedPut, err)
-	}
-	return nil
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"sync"
 
@@ -241,6 +242,12 @@ func recycleLookupRequest(ctx context.Context, req any, _ *grpc.UnaryServerInfo,
 	}
 	defer putPacked(r.GetPackedHashes())
 	return h(ctx, req)
+}
+
+// readUvarint reads a protobuf varint and reports whether it was well formed.
+func readUvarint(r io.ByteReader) (uint64, bool) {
+	x, err := binary.ReadUvarint(r)
+	return x, err == nil
 }
 
 // teeReader reads bytes from r and appends each to dst.

@@ -246,9 +246,7 @@ func BenchmarkCompressedDRAMGet(b *testing.B) {
 			}
 			defer s.Close()
 			for i, blk := range blocks {
-				if err := s.Put(ctx, benchKey(i), l, blk, tiers.PutOptions{}); err != nil {
-					b.Fatal(err)
-				}
+				putBlock(b, s, i, l, blk)
 			}
 			reserved := float64(d.Stats().ReservedBytes)
 			dst := make([]byte, l.Size())
@@ -256,13 +254,7 @@ func BenchmarkCompressedDRAMGet(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				k := benchKey(i % len(blocks))
-				blk, err := s.Get(ctx, k, tiers.GetOptions{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				copy(dst, blk.Data)
-				s.Release(k)
+				getCopy(b, s, benchKey(i%len(blocks)), dst)
 				i++
 			}
 			b.ReportMetric(reserved/float64(int64(len(blocks))*l.Size()), "dram-bytes/raw-byte")

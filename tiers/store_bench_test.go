@@ -48,7 +48,6 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // page-size effects (the heap gets transparent huge pages; shared memory
 // often does not). Target: put and get ≥ 0.8× the copy reference.
 func BenchmarkStoreDRAM(b *testing.B) {
-	ctx := context.Background()
 	for _, n := range benchSizes {
 		l := layoutOf(n)
 		window := max(16, (64<<20)/n) // blocks the arena holds: 64 MiB or more, beyond the caches
@@ -84,28 +83,14 @@ func BenchmarkStoreDRAM(b *testing.B) {
 		half := window / 2
 		benchCopy(b, "arena-copyout-scattered", n, func(i int) { copy(dst, shmSlot(perm[i%half])) })
 		ref.Close()
-		d, err := dram.New(int64(window*n), dram.WithPrefault(true))
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, err := tiers.Open(ctx, tiers.Config{DRAM: d, Logger: quietLogger()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		next := 0
-		for range window { // fill the arena so every timed put evicts, as in steady state
-			if err := s.Put(ctx, benchKey(next), l, src, tiers.PutOptions{}); err != nil {
-				b.Fatal(err)
-			}
-			next++
-		}
+		// A full arena, so every timed put evicts, as in steady state.
+		s := openFullDRAM(b, l, window, window, src)
+		next := window
 		b.Run(fmt.Sprintf("op=put/size=%d", n), func(b *testing.B) {
 			b.SetBytes(int64(n))
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := s.Put(ctx, benchKey(next), l, src, tiers.PutOptions{}); err != nil {
-					b.Fatal(err)
-				}
+				putBlock(b, s, next, l, src)
 				next++
 			}
 		})
@@ -124,13 +109,7 @@ func BenchmarkStoreDRAM(b *testing.B) {
 				b.ReportAllocs()
 				i := 0
 				for b.Loop() {
-					k := benchKey(order.block(i))
-					blk, err := s.Get(ctx, k, tiers.GetOptions{})
-					if err != nil {
-						b.Fatal(err)
-					}
-					copy(dst, blk.Data)
-					s.Release(k)
+					getCopy(b, s, benchKey(order.block(i)), dst)
 					i++
 				}
 			})
@@ -153,7 +132,6 @@ func BenchmarkStoreDRAM(b *testing.B) {
 // writing them back, so the store (whose puts bypass the cache) would be
 // billed for the reference's writes.
 func BenchmarkStoreDRAMPaired(b *testing.B) {
-	ctx := context.Background()
 	for _, n := range benchSizes {
 		l := layoutOf(n)
 		window := max(16, (64<<20)/n)
@@ -163,30 +141,12 @@ func BenchmarkStoreDRAMPaired(b *testing.B) {
 		for i := range pool {
 			pool[i] = byte(i)
 		}
-		d, err := dram.New(int64(window*n), dram.WithPrefault(true))
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, err := tiers.Open(ctx, tiers.Config{DRAM: d, Logger: quietLogger()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		for i := range 2 * window { // a full arena, its slots reused once
-			if err := s.Put(ctx, benchKey(i), l, pool[:n], tiers.PutOptions{}); err != nil {
-				b.Fatal(err)
-			}
-		}
+		s := openFullDRAM(b, l, window, 2*window, pool[:n]) // a full arena, its slots reused once
 		recent, half := 2*window-window/2, window/2
 		b.Run(fmt.Sprintf("op=get/size=%d", n), func(b *testing.B) {
 			got, copied := 0, 0
 			get := func() {
-				k := benchKey(recent + got%half)
-				blk, err := s.Get(ctx, k, tiers.GetOptions{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				copy(dst, blk.Data)
-				s.Release(k)
+				getCopy(b, s, benchKey(recent+got%half), dst)
 				got++
 			}
 			ref := func() {
@@ -223,6 +183,43 @@ func BenchmarkStoreDRAMPaired(b *testing.B) {
 		})
 		s.Close()
 	}
+}
+
+// openFullDRAM opens a Store over a prefaulted DRAM arena that holds
+// window blocks of layout l, and puts blocks benchKey(0..fill-1) holding
+// data. The caller closes it.
+func openFullDRAM(b *testing.B, l tiers.Layout, window, fill int, data []byte) *tiers.Store {
+	b.Helper()
+	d, err := dram.New(int64(window)*l.Size(), dram.WithPrefault(true))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := tiers.Open(context.Background(), tiers.Config{DRAM: d, Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range fill {
+		putBlock(b, s, i, l, data)
+	}
+	return s
+}
+
+// putBlock puts data as block benchKey(i) with layout l.
+func putBlock(b *testing.B, s *tiers.Store, i int, l tiers.Layout, data []byte) {
+	if err := s.Put(context.Background(), benchKey(i), l, data, tiers.PutOptions{}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// getCopy is a reader's Get: it pins k, copies its bytes into dst and
+// releases it.
+func getCopy(b *testing.B, s *tiers.Store, k tiers.Key, dst []byte) {
+	blk, err := s.Get(context.Background(), k, tiers.GetOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	copy(dst, blk.Data)
+	s.Release(k)
 }
 
 // TestHeapBudget checks the Go heap cost of the index: under 64 MiB plus

@@ -112,12 +112,11 @@ func Open(dir string, capacity int64, opts ...Option) (*Tier, error) {
 	if err != nil {
 		return nil, err
 	}
-	bs := &badgerStore{db: db}
-	bs.ts.Store(db.MaxVersion())
+	var direct *directReader
 	if cfg.directReads {
-		bs.direct = newDirectReader(dir)
+		direct = newDirectReader(dir)
 	}
-	var st store = bs
+	var st store = newBadgerStore(db, direct)
 	if cfg.wrapStore != nil {
 		st = cfg.wrapStore(st)
 	}

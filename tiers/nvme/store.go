@@ -67,6 +67,14 @@ type badgerStore struct {
 	ts     atomic.Uint64 // the last commit timestamp handed out
 }
 
+// newBadgerStore wraps db, opened in managed mode, going on from the newest
+// version it holds; direct may be nil.
+func newBadgerStore(db *badger.DB, direct *directReader) *badgerStore {
+	s := &badgerStore{db: db, direct: direct}
+	s.ts.Store(db.MaxVersion())
+	return s
+}
+
 // readTs reads the newest committed version of every key.
 const readTs = math.MaxUint64
 
