@@ -8,12 +8,30 @@
 # Environment:
 #   GPULINK_ARGS   extra flags for the link measurement (see gpulink -h)
 #   GPU_CHECK_DIR  where logs and the JSON report go (default bin/gpu-check)
-# Exit status: 0 when every step passed, 1 otherwise.
+#   GPU_CHECK_SMI_TIMEOUT  seconds each nvidia-smi/rocm-smi call may take (20)
+# Exit status: 0 when every step passed, 1 when a step failed (every report
+# is still written), 2 when the check cannot run here (no cgo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export GO=${GO:-go}
 export OUT=${GPU_CHECK_DIR:-bin/gpu-check}
+smi_timeout=${GPU_CHECK_SMI_TIMEOUT:-20}
+
+# The GPU code is cgo: without it (CGO_ENABLED=0, or no C compiler, which
+# makes go build turn cgo off silently) every GPU step would only report
+# "built without cgo". Stop at once instead.
+cgo=$($GO env CGO_ENABLED 2>/dev/null || echo 0)
+cc=$($GO env CC 2>/dev/null || echo gcc)
+cc=${cc%% *}
+if [ "$cgo" != "1" ]; then
+	echo "gpu-check: cgo is disabled (go env CGO_ENABLED=${cgo:-?}): the GPU check needs cgo and a C compiler ($cc); unset CGO_ENABLED or install gcc" >&2
+	exit 2
+fi
+if ! command -v "$cc" >/dev/null 2>&1; then
+	echo "gpu-check: C compiler \"$cc\" not found: the GPU check needs cgo, so install gcc (apt-get install -y gcc) or set CC" >&2
+	exit 2
+fi
 mkdir -p "$OUT"
 start=$SECONDS
 declare -a summary=()
@@ -49,12 +67,23 @@ step() {
 	fi
 }
 
+# smi TOOL ARGS: run a vendor tool with a time limit; on a hung GPU it would
+# otherwise block forever.
+smi() {
+	local rc=0
+	timeout --kill-after=5 "$smi_timeout" "$@" || rc=$?
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		echo "--- $1 did not answer within ${smi_timeout}s (a hung GPU or driver?)"
+	fi
+	return 0
+}
+
 echo "=== gpu-check on $(hostname) at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 if command -v nvidia-smi >/dev/null 2>&1; then
-	nvidia-smi || true
-	nvidia-smi --query-gpu=name,pcie.link.gen.max,pcie.link.width.max,pcie.link.gen.current,pcie.link.width.current --format=csv || true
+	smi nvidia-smi
+	smi nvidia-smi --query-gpu=name,pcie.link.gen.max,pcie.link.width.max,pcie.link.gen.current,pcie.link.width.current --format=csv
 elif command -v rocm-smi >/dev/null 2>&1; then
-	rocm-smi || true
+	smi rocm-smi
 else
 	echo "nvidia-smi not found"
 fi
@@ -84,11 +113,19 @@ step "GPU-tagged tests against the real driver (go test -tags gpu ./cgo/... ./ti
 
 links() {
 	[ -x bin/gpulink ] || { echo "bin/gpulink was not built"; return 1; }
+	# No pipe here: under set -e and pipefail a failing gpulink would end
+	# the step before the JSON report is written. Both runs always happen
+	# and each has its own deadline inside the step's 100 s.
+	local rc=0
 	# shellcheck disable=SC2086 # GPULINK_ARGS is a list of flags
-	bin/gpulink -check -min-ratio 0.8 -tier-size 1MiB -tier-gets 1000 ${GPULINK_ARGS:-} | tee "$OUT/gpulink.txt"
-	local rc=${PIPESTATUS[0]}
+	bin/gpulink -check -timeout 55s -min-ratio 0.8 -tier-size 1MiB -tier-gets 1000 ${GPULINK_ARGS:-} >"$OUT/gpulink.txt" 2>&1 || rc=$?
+	cat "$OUT/gpulink.txt"
+	[ "$rc" -eq 0 ] || echo "--- gpulink -check exited $rc"
+	local jrc=0
 	# shellcheck disable=SC2086
-	bin/gpulink -json -iters 50 -bw-bytes 256MiB -tier-gets 200 ${GPULINK_ARGS:-} >"$OUT/gpulink.json" 2>/dev/null || true
+	bin/gpulink -json -timeout 30s -iters 50 -bw-bytes 256MiB -tier-gets 200 ${GPULINK_ARGS:-} >"$OUT/gpulink.json" 2>"$OUT/gpulink-json.err" || jrc=$?
+	[ "$jrc" -eq 0 ] || echo "--- gpulink -json exited $jrc (stderr in $OUT/gpulink-json.err)"
+	echo "reports: $OUT/gpulink.txt $OUT/gpulink.json"
 	return "$rc"
 }
 export -f links
