@@ -12,6 +12,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -45,7 +46,7 @@ func Open(opts ...Option) (Device, error) {
 			}
 		}
 		if o.vendor == VendorAny || o.vendor == VendorHIP {
-			for _, p := range hipLibraries {
+			for _, p := range hipCandidates(os.Getenv) {
 				cands = append(cands, candidate{p, VendorHIP})
 			}
 		}
@@ -110,6 +111,10 @@ func openOne(path string, vendor Vendor, ordinal int) (*device, error) {
 	d.info.Vendor = Vendor(C.kvg_vendor(cd))
 	d.info.Ordinal = ordinal
 	d.info.Library = path
+	var file [4096]C.char
+	if C.kvg_lib_path(cd, &file[0], C.size_t(len(file))); file[0] != 0 {
+		d.info.Library = C.GoString(&file[0])
+	}
 	var (
 		name   [256]C.char
 		busID  [64]C.char

@@ -27,17 +27,45 @@ var (
 	ErrDriver = errors.New("gpu: driver error")
 )
 
-// Vendor status codes kvtier interprets (CUDA and HIP share these numbers).
+// Status codes kvtier interprets. CUDA and HIP share the low numbers;
+// the codes that mean "no usable GPU here" differ between the two.
 const (
-	codeInvalidValue       = 1
-	codeOutOfMemory        = 2
-	codeNotInitialized     = 3
-	codeStubLibrary        = 34
-	codeInsufficientDriver = 35
-	codeNoDevice           = 100
-	codeInvalidDevice      = 101
-	codeNotSupported       = 801
+	codeInvalidValue   = 1
+	codeOutOfMemory    = 2
+	codeNotInitialized = 3
+	codeNoDevice       = 100
+	codeInvalidDevice  = 101
+	codeNotSupported   = 801
+
+	// CUDA driver API only.
+	cuStubLibrary          = 34  // CUDA_ERROR_STUB_LIBRARY: the toolkit's stub libcuda
+	cuDeviceUnavailable    = 46  // CUDA_ERROR_DEVICE_UNAVAILABLE: exclusive-process mode, busy
+	cuSystemDriverMismatch = 803 // CUDA_ERROR_SYSTEM_DRIVER_MISMATCH: libcuda and kernel module differ
+	cuCompatNotSupported   = 804 // CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE: forward-compat driver on a device it does not support
+
+	// HIP runtime only (35 is not a CUDA driver code: it is the CUDA
+	// runtime's and HIP's "insufficient driver").
+	hipInsufficientDriver = 35 // hipErrorInsufficientDriver
 )
+
+// unavailable reports whether code, from vendor v, means there is no usable
+// GPU here rather than a failed call.
+func unavailable(v Vendor, code int) bool {
+	switch code {
+	case codeNoDevice, codeInvalidDevice, codeNotInitialized:
+		return true
+	}
+	switch v {
+	case VendorCUDA:
+		switch code {
+		case cuStubLibrary, cuDeviceUnavailable, cuSystemDriverMismatch, cuCompatNotSupported:
+			return true
+		}
+	case VendorHIP:
+		return code == hipInsufficientDriver
+	}
+	return false
+}
 
 // DriverError is an error status from a driver call.
 type DriverError struct {
@@ -64,7 +92,8 @@ func (e *DriverError) Unwrap() error {
 		return ErrInvalid
 	case codeNotSupported:
 		return ErrNotSupported
-	case codeNoDevice, codeInvalidDevice, codeNotInitialized, codeStubLibrary, codeInsufficientDriver:
+	}
+	if unavailable(e.Vendor, e.Code) {
 		return ErrUnavailable
 	}
 	return ErrDriver

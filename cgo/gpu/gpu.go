@@ -2,6 +2,8 @@ package gpu
 
 import (
 	"encoding/hex"
+	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -41,8 +43,11 @@ type Info struct {
 	Name          string
 	PCIBusID      string // "0000:3b:00.0"; empty when the driver does not say
 	TotalMem      int64
-	DriverVersion int    // e.g. 12040 for CUDA 12.4; 0 when unknown
-	Library       string // the path that was loaded
+	DriverVersion int // e.g. 12040 for CUDA 12.4; 0 when unknown
+	// Library is the file the driver was loaded from (resolved by the
+	// loader: where a bare name like libamdhip64.so was found), or the
+	// name passed to dlopen when the loader does not say.
+	Library string
 }
 
 // Device is one GPU, bound once and usable from any goroutine: every call
@@ -145,6 +150,32 @@ var (
 	cudaLibraries = []string{"libcuda.so.1", "libcuda.so"}
 	hipLibraries  = []string{"libamdhip64.so", "libamdhip64.so.7", "libamdhip64.so.6", "libamdhip64.so.5"}
 )
+
+// hipCandidates returns the HIP runtime paths Open tries: the loader's
+// search path first (the names above), then the install locations ROCm
+// uses and keeps off the loader path: $ROCM_PATH/lib, $HIP_PATH/lib,
+// /opt/rocm/lib. getenv is os.Getenv outside tests.
+func hipCandidates(getenv func(string) string) []string {
+	out := slices.Clone(hipLibraries)
+	var dirs []string
+	for _, env := range []string{"ROCM_PATH", "HIP_PATH"} {
+		if v := getenv(env); v != "" {
+			dirs = append(dirs, filepath.Join(v, "lib"))
+		}
+	}
+	dirs = append(dirs, "/opt/rocm/lib")
+	seen := map[string]bool{}
+	for _, d := range dirs {
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		for _, n := range hipLibraries {
+			out = append(out, filepath.Join(d, n))
+		}
+	}
+	return out
+}
 
 // msDuration converts an event-timed millisecond figure.
 func msDuration(ms float32) time.Duration {

@@ -483,6 +483,26 @@ func TestFailures(t *testing.T) {
 			want: gpu.ErrInvalid, code: gputest.CodeInvalidValue,
 		},
 		{
+			// Exclusive-process mode: another process holds the GPU.
+			name:   "device unavailable is no usable GPU",
+			inject: func(f *gputest.Fake) { f.Fail("cuMemAlloc_v2", 0, 1, gputest.CodeDeviceUnavailable) },
+			op:     func(d gpu.Device, _ gpu.Stream, _ gpu.DevPtr) error { _, err := d.Alloc(4096); return err },
+			want:   gpu.ErrUnavailable, code: gputest.CodeDeviceUnavailable,
+		},
+		{
+			name:   "driver and kernel module mismatch is no usable GPU",
+			inject: func(f *gputest.Fake) { f.Fail("cuMemGetInfo_v2", 0, 1, gputest.CodeSystemDriverMismatch) },
+			op:     func(d gpu.Device, _ gpu.Stream, _ gpu.DevPtr) error { _, _, err := d.MemInfo(); return err },
+			want:   gpu.ErrUnavailable, code: gputest.CodeSystemDriverMismatch,
+		},
+		{
+			name:   "hip insufficient driver is no usable GPU",
+			vendor: []gputest.Flag{gputest.NoCUDA},
+			inject: func(f *gputest.Fake) { f.Fail("hipMalloc", 0, 1, gputest.CodeInsufficientDriver) },
+			op:     func(d gpu.Device, _ gpu.Stream, _ gpu.DevPtr) error { _, err := d.Alloc(4096); return err },
+			want:   gpu.ErrUnavailable, code: gputest.CodeInsufficientDriver,
+		},
+		{
 			name:   "context lost",
 			inject: func(f *gputest.Fake) { f.Fail("cuCtxSetCurrent", 0, 1, gputest.CodeInvalidContext) },
 			op:     func(d gpu.Device, _ gpu.Stream, _ gpu.DevPtr) error { _, _, err := d.MemInfo(); return err },
@@ -801,5 +821,74 @@ func BenchmarkCopy(b *testing.B) {
 			}
 		})
 		d.Free(p)
+	}
+}
+
+// TestHIPIPCFlagByVersion opens an exported allocation on a HIP runtime
+// that reports ROCm 5 and one that reports HIP 6: ROCm 5 accepts only
+// flags 0 in hipIpcOpenMemHandle, HIP 6 only hipIpcMemLazyEnablePeerAccess
+// (1). The fake lets the exporting process open its own handle.
+func TestHIPIPCFlagByVersion(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version int
+	}{
+		{"rocm 5.4", 50422061},
+		{"rocm 6.1", 60140831},
+		{"short form 6", 60241},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := gputest.BuildFake(t, gputest.NoCUDA)
+			f.SetDriverVersion(tc.version)
+			d := f.Open(t)
+			if got := d.Info().DriverVersion; got != tc.version {
+				t.Fatalf("driver version %d, want %d", got, tc.version)
+			}
+			p, err := d.Alloc(1 << 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Free(p)
+			h, err := d.IPCHandle(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q, err := d.OpenIPCHandle(h)
+			if err != nil {
+				t.Fatalf("hipIpcOpenMemHandle on %s: %v", tc.name, err)
+			}
+			if err := d.CloseIPCHandle(q); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestHIPFoundUnderROCmPath: ROCm keeps libamdhip64.so in /opt/rocm/lib,
+// off the loader path; Open looks under $ROCM_PATH/lib and says where it
+// found the library.
+func TestHIPFoundUnderROCmPath(t *testing.T) {
+	f := gputest.BuildFake(t, gputest.NoCUDA)
+	root := t.TempDir()
+	lib := root + "/lib/libamdhip64.so"
+	if err := os.MkdirAll(root+"/lib", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	so, err := os.ReadFile(f.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(lib, so, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ROCM_PATH", root)
+	t.Setenv("LD_LIBRARY_PATH", "")
+	d, err := gpu.Open(gpu.WithVendor(gpu.VendorHIP))
+	if err != nil {
+		t.Fatalf("Open with ROCM_PATH=%s: %v", root, err)
+	}
+	defer d.Close()
+	if got := d.Info().Library; got != lib {
+		t.Fatalf("Info().Library = %q, want %q", got, lib)
 	}
 }

@@ -43,6 +43,7 @@ typedef struct kvg_dev kvg_dev;
 int kvg_open(const char *path, int vendor, int ordinal, kvg_dev **out, char *msg, size_t msglen);
 void kvg_close(kvg_dev *d);
 int kvg_vendor(kvg_dev *d);
+void kvg_lib_path(kvg_dev *d, char *buf, size_t len);
 const char *kvg_error_name(kvg_dev *d, int code);
 
 int kvg_device_count(kvg_dev *d, int *n);

@@ -34,7 +34,10 @@ typedef struct {
 #define HIP_EVENT_DEFAULT 0x0
 #define HIP_HOST_MALLOC_PORTABLE 0x1
 #define HIP_HOST_REGISTER_PORTABLE 0x1
+// hipIpcMemLazyEnablePeerAccess: 0x1 since HIP 6.0; ROCm 5 defined it as 0
+// and its hipIpcOpenMemHandle rejects any other value (HIP 6.0 changelog).
 #define HIP_IPC_MEM_LAZY_ENABLE_PEER_ACCESS 0x1
+#define HIP5_IPC_MEM_LAZY_ENABLE_PEER_ACCESS 0x0
 #define HIP_MEMCPY_H2D 1 // hipMemcpyHostToDevice
 #define HIP_MEMCPY_D2H 2 // hipMemcpyDeviceToHost
 #define HIP_MEMCPY_D2D 3 // hipMemcpyDeviceToDevice
@@ -112,6 +115,7 @@ struct kvg_dev {
 	int ordinal;
 	int cudev;  // CUdevice / hipDevice_t
 	void *ctx;  // retained CUDA primary context
+	unsigned hip_ipc_flags; // hipIpcOpenMemHandle's flags for this runtime
 	fns_t f;
 };
 
@@ -252,6 +256,22 @@ static int open_device(kvg_dev *d, int ordinal, char *msg, size_t msglen) {
 
 #undef STEP
 
+// hip_major returns the HIP runtime's major version: from
+// hipDriverGetVersion (ROCm reports major*10000000 + minor*100000 + patch;
+// older runtimes major*10000 + ...), else from a versioned library name
+// (libamdhip64.so.5), else 6.
+static int hip_major(kvg_dev *d, const char *path) {
+	int v = 0;
+	if (d->f.hipDriverGetVersion != NULL && d->f.hipDriverGetVersion(&v) == 0 && v > 0) {
+		return v >= 10000000 ? v / 10000000 : v / 10000;
+	}
+	const char *so = strstr(path, ".so.");
+	if (so != NULL && so[4] >= '1' && so[4] <= '9') {
+		return atoi(so + 4);
+	}
+	return 6;
+}
+
 int kvg_open(const char *path, int vendor, int ordinal, kvg_dev **out, char *msg, size_t msglen) {
 	*out = NULL;
 	msg[0] = 0;
@@ -300,6 +320,10 @@ int kvg_open(const char *path, int vendor, int ordinal, kvg_dev **out, char *msg
 		free(d);
 		return rc;
 	}
+	if (vendor == KVG_VENDOR_HIP) {
+		d->hip_ipc_flags = hip_major(d, path) >= 6 ? HIP_IPC_MEM_LAZY_ENABLE_PEER_ACCESS
+		                                          : HIP5_IPC_MEM_LAZY_ENABLE_PEER_ACCESS;
+	}
 	*out = d;
 	return 0;
 }
@@ -315,6 +339,17 @@ void kvg_close(kvg_dev *d) {
 }
 
 int kvg_vendor(kvg_dev *d) { return d->vendor; }
+
+// kvg_lib_path writes the file the driver library was loaded from (dladdr
+// of its init symbol), or an empty string when the loader does not say.
+void kvg_lib_path(kvg_dev *d, char *buf, size_t len) {
+	Dl_info info;
+	void *fn = IS_CUDA(d) ? (void *)d->f.cuInit : (void *)d->f.hipInit;
+	buf[0] = 0;
+	if (fn != NULL && dladdr(fn, &info) != 0 && info.dli_fname != NULL) {
+		snprintf(buf, len, "%s", info.dli_fname);
+	}
+}
 
 const char *kvg_error_name(kvg_dev *d, int code) {
 	const char *s = NULL;
@@ -527,7 +562,7 @@ int kvg_ipc_open(kvg_dev *d, uint64_t *ptr, const void *handle64) {
 	}
 	if (d->f.hipIpcOpenMemHandle == NULL) return KVG_ENOTSUP;
 	void *p = NULL;
-	int rc = d->f.hipIpcOpenMemHandle(&p, h, HIP_IPC_MEM_LAZY_ENABLE_PEER_ACCESS);
+	int rc = d->f.hipIpcOpenMemHandle(&p, h, d->hip_ipc_flags);
 	*ptr = (uint64_t)(uintptr_t)p;
 	return rc;
 }

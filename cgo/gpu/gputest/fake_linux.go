@@ -56,6 +56,7 @@ func BuildFake(t testing.TB, flags ...Flag) *Fake {
 	}{
 		{"fake_fail", &c.fail_}, {"fake_calls", &c.calls_}, {"fake_stat", &c.stat_},
 		{"fake_set_devices", &c.devices_}, {"fake_set_memory", &c.memory_}, {"fake_set_init_result", &c.init_},
+		{"fake_set_driver_version", &c.version_},
 	} {
 		cn := C.CString(s.name)
 		*s.dst = C.fake_sym(h, cn)
@@ -80,7 +81,7 @@ func RequireCgo(t testing.TB) {}
 
 // cfake calls the fake's control functions through dlsym'd pointers.
 type cfake struct {
-	fail_, calls_, stat_, devices_, memory_, init_ unsafe.Pointer
+	fail_, calls_, stat_, devices_, memory_, init_, version_ unsafe.Pointer
 }
 
 func (c *cfake) fail(name string, skip, times int64, code int) {
@@ -104,3 +105,4 @@ func (c *cfake) stat(name string) int64 {
 func (c *cfake) setDevices(n int)       { C.call_setint(c.devices_, C.int(n)) }
 func (c *cfake) setMemory(n int64)      { C.call_setsize(c.memory_, C.size_t(n)) }
 func (c *cfake) setInitResult(code int) { C.call_setint(c.init_, C.int(code)) }
+func (c *cfake) setDriverVersion(v int) { C.call_setint(c.version_, C.int(v)) }

@@ -58,6 +58,11 @@ const (
 	CodeNoDevice       = 100
 	CodeInvalidContext = 201
 	CodeIllegalAddress = 700
+	// CUDA: CUDA_ERROR_DEVICE_UNAVAILABLE (exclusive-process mode) and
+	// CUDA_ERROR_SYSTEM_DRIVER_MISMATCH; HIP: hipErrorInsufficientDriver.
+	CodeDeviceUnavailable    = 46
+	CodeSystemDriverMismatch = 803
+	CodeInsufficientDriver   = 35
 )
 
 // DefaultMemory is the memory of each fake device unless SetMemory says
@@ -81,6 +86,7 @@ type control interface {
 	setDevices(n int)
 	setMemory(n int64)
 	setInitResult(code int)
+	setDriverVersion(v int)
 }
 
 // Fail makes the named entry point (e.g. "cuMemAlloc_v2", "hipMemcpyAsync")
@@ -93,7 +99,11 @@ func (f *Fake) Calls(name string) int64 { return f.ctl.calls(name) }
 
 // Stat returns a counter: "allocs", "host", "registered", "ipc", "streams",
 // "events" (live objects), "pinned_copies", "pageable_copies", "ctx_refs",
-// "used0".."used7" (device bytes allocated). -1 for an unknown name.
+// "used0".."used7" (device bytes allocated), "registered_bytes" (host
+// bytes page-locked with cuMemHostRegister/hipHostRegister now),
+// "freed_imported" (device allocations freed while this process still
+// had their IPC export open: undefined behaviour on a real driver). -1
+// for an unknown name.
 func (f *Fake) Stat(name string) int64 { return f.ctl.stat(name) }
 
 // SetDevices sets the number of devices (0: init fails with no device).
@@ -101,6 +111,12 @@ func (f *Fake) SetDevices(n int) { f.ctl.setDevices(n) }
 
 // SetMemory sets the memory of each device in bytes.
 func (f *Fake) SetMemory(n int64) { f.ctl.setMemory(n) }
+
+// SetDriverVersion sets the version cuDriverGetVersion and
+// hipDriverGetVersion report (0: 12040 and 60241). The fake's HIP follows
+// it for the IPC flag: HIP 5 (e.g. 50422061) accepts only flags 0 in
+// hipIpcOpenMemHandle, HIP 6 only 1. Set it before Open.
+func (f *Fake) SetDriverVersion(v int) { f.ctl.setDriverVersion(v) }
 
 // SetInitResult makes cuInit/hipInit return code.
 func (f *Fake) SetInitResult(code int) { f.ctl.setInitResult(code) }

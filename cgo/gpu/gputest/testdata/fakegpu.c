@@ -47,6 +47,9 @@ enum {
 	E_INVALID_VALUE = 1,
 	E_OUT_OF_MEMORY = 2,
 	E_NOT_INITIALIZED = 3,
+	E_INSUFFICIENT_DRIVER = 35, // HIP (and the CUDA runtime), not the CUDA driver
+	E_DEVICE_UNAVAILABLE = 46,  // CUDA: exclusive-process mode
+	E_SYSTEM_DRIVER_MISMATCH = 803,
 	E_NO_DEVICE = 100,
 	E_INVALID_DEVICE = 101,
 	E_INVALID_CONTEXT = 201,
@@ -68,6 +71,7 @@ typedef struct alloc {
 	int dev;
 	int kind;
 	int fd; // memfd of device memory, -1 otherwise
+	uintptr_t origin; // K_IPC opened in this process: the exporter's base
 	struct alloc *next;
 } alloc_t;
 
@@ -106,6 +110,8 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static int g_ndev = 1;
 static size_t g_mem = 256 * MB;
 static int g_init_result = 0;
+static int g_version = 0; // 0: the defaults (CUDA 12040, HIP 60241)
+static long g_freed_imported; // device frees while this process still mapped their IPC export
 static int g_inited = 0;
 static alloc_t *g_allocs;
 static size_t g_used[MAXDEV];
@@ -199,6 +205,27 @@ EXPORT void fake_set_memory(size_t bytes) {
 	pthread_mutex_unlock(&mu);
 }
 
+// fake_set_driver_version sets what cuDriverGetVersion and
+// hipDriverGetVersion report (0: the defaults). The HIP IPC flag rule
+// follows it: ROCm 5 (HIP major 5) accepts only flags 0 in
+// hipIpcOpenMemHandle, HIP 6 only hipIpcMemLazyEnablePeerAccess (1).
+EXPORT void fake_set_driver_version(int v) {
+	pthread_mutex_lock(&mu);
+	g_version = v;
+	pthread_mutex_unlock(&mu);
+}
+
+static int version_or(int def) {
+	pthread_mutex_lock(&mu);
+	int v = g_version ? g_version : def;
+	pthread_mutex_unlock(&mu);
+	return v;
+}
+
+// hip_major reads HIP's version numbers: major*10000000+minor*100000+patch
+// (ROCm's hipDriverGetVersion), or major*10000+minor*10+... (older style).
+static int hip_major(int v) { return v >= 10000000 ? v / 10000000 : v / 10000; }
+
 EXPORT void fake_set_init_result(int code) {
 	pthread_mutex_lock(&mu);
 	g_init_result = code;
@@ -225,6 +252,13 @@ EXPORT long fake_stat(const char *name) {
 	else if (strcmp(name, "events") == 0) v = g_events;
 	else if (strcmp(name, "pinned_copies") == 0) v = g_pinned_copies;
 	else if (strcmp(name, "pageable_copies") == 0) v = g_pageable_copies;
+	else if (strcmp(name, "freed_imported") == 0) v = g_freed_imported;
+	else if (strcmp(name, "registered_bytes") == 0) {
+		v = 0;
+		for (alloc_t *a = g_allocs; a; a = a->next) {
+			if (a->kind == K_REG) v += (long)a->size;
+		}
+	}
 	else if (strcmp(name, "ctx_refs") == 0) {
 		v = 0;
 		for (int i = 0; i < MAXDEV; i++) v += g_ctx[i].refs;
@@ -314,7 +348,17 @@ static int core_free(int dev, uintptr_t p, int kind) {
 		return E_INVALID_VALUE;
 	}
 	unlink_locked(a);
-	if (kind == K_DEV) g_used[a->dev] -= a->size;
+	if (kind == K_DEV) {
+		g_used[a->dev] -= a->size;
+		// Freeing an exported allocation while an importer still maps it
+		// is undefined behaviour on a real driver: count it.
+		for (alloc_t *b = g_allocs; b; b = b->next) {
+			if (b->kind == K_IPC && b->origin == a->base) {
+				g_freed_imported++;
+				break;
+			}
+		}
+	}
 	pthread_mutex_unlock(&mu);
 	if (kind != K_REG) munmap((void *)a->base, a->size);
 	if (a->fd >= 0) close(a->fd);
@@ -532,7 +576,8 @@ static int core_ipc_open(int dev, uintptr_t *out, const void *in) {
 		close(fd);
 		return E_OUT_OF_MEMORY;
 	}
-	*a = (alloc_t){.base = (uintptr_t)p, .size = h.size, .dev = dev, .kind = K_IPC, .fd = fd};
+	*a = (alloc_t){.base = (uintptr_t)p, .size = h.size, .dev = dev, .kind = K_IPC, .fd = fd,
+	               .origin = h.pid == (int32_t)getpid() ? (uintptr_t)h.base : 0};
 	pthread_mutex_lock(&mu);
 	a->next = g_allocs;
 	g_allocs = a;
@@ -547,6 +592,9 @@ static const char *error_name(int code) {
 	case E_INVALID_VALUE: return "ERROR_INVALID_VALUE";
 	case E_OUT_OF_MEMORY: return "ERROR_OUT_OF_MEMORY";
 	case E_NOT_INITIALIZED: return "ERROR_NOT_INITIALIZED";
+	case E_INSUFFICIENT_DRIVER: return "ERROR_INSUFFICIENT_DRIVER";
+	case E_DEVICE_UNAVAILABLE: return "ERROR_DEVICE_UNAVAILABLE";
+	case E_SYSTEM_DRIVER_MISMATCH: return "ERROR_SYSTEM_DRIVER_MISMATCH";
 	case E_NO_DEVICE: return "ERROR_NO_DEVICE";
 	case E_INVALID_DEVICE: return "ERROR_INVALID_DEVICE";
 	case E_INVALID_CONTEXT: return "ERROR_INVALID_CONTEXT";
@@ -605,7 +653,7 @@ EXPORT int cuInit(unsigned flags) {
 EXPORT int cuDriverGetVersion(int *v) {
 	ENTRY("cuDriverGetVersion");
 	if (v == NULL) return E_INVALID_VALUE;
-	*v = 12040;
+	*v = version_or(12040);
 	return E_OK;
 }
 
@@ -816,7 +864,8 @@ typedef struct {
 
 static int ipc_open(CUdeviceptr *p, cu_ipc_t h, unsigned flags) {
 	CTX(dev);
-	(void)flags;
+	// cuIpcOpenMemHandle requires CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS.
+	if (flags != 0x1) return E_INVALID_VALUE;
 	if (p == NULL) return E_INVALID_VALUE;
 	uintptr_t u;
 	int rc = core_ipc_open(dev, &u, h.reserved);
@@ -884,7 +933,7 @@ EXPORT int hipInit(unsigned flags) {
 EXPORT int hipDriverGetVersion(int *v) {
 	ENTRY("hipDriverGetVersion");
 	if (v == NULL) return E_INVALID_VALUE;
-	*v = 60241;
+	*v = version_or(60241);
 	return E_OK;
 }
 
@@ -1060,7 +1109,9 @@ EXPORT int hipIpcGetMemHandle(hip_ipc_t *h, void *p) {
 EXPORT int hipIpcOpenMemHandle(void **p, hip_ipc_t h, unsigned flags) {
 	ENTRY("hipIpcOpenMemHandle");
 	HIPDEV(dev);
-	(void)flags;
+	// ROCm 5 defined hipIpcMemLazyEnablePeerAccess as 0 and rejects any
+	// other value; HIP 6 made it 0x1.
+	if (flags != (hip_major(version_or(60241)) < 6 ? 0u : 0x1u)) return E_INVALID_VALUE;
 	if (p == NULL) return E_INVALID_VALUE;
 	uintptr_t u;
 	int rc = core_ipc_open(dev, &u, h.reserved);
