@@ -1,6 +1,12 @@
 // Package nvmlinfo reads GPU telemetry through NVML (go-nvml): device name,
-// memory total and free, PCIe generation and width (current and maximum),
-// the link's maximum bandwidth, and utilization.
+// memory total, used and free, PCIe generation and width (current and
+// maximum), the link's maximum bandwidth, PCIe TX/RX throughput, GPU and
+// memory utilization, temperature and power.
+//
+// Reader reads one device (gpulink, matched by PCI bus id); Monitor reads
+// every device (the daemon's kvtier_gpu_* metrics and `kvtier stats`);
+// ReadAll is the one-shot host description benchmarks print. NewMonitor
+// takes any go-nvml Interface, so tests run on go-nvml's mock package.
 //
 // No NVML library (no NVIDIA driver, a CGO_ENABLED=0 build, another OS) is
 // not an error condition for callers: Open and Read return an error wrapping
@@ -17,6 +23,8 @@
 //     maximum generation and width (after line encoding, before packet
 //     overhead): what "link maximum" means in kvtier's reports. The current
 //     generation is usually lower at idle; GPUs retrain under load.
+//   - PCIe throughput is NVML's own 20 ms sample per direction, so each
+//     ReadAll takes about 40 ms per device; callers cache readings.
 //   - Match a CUDA device to its NVML twin by PCI bus id (WithPCIBusID):
 //     CUDA's device order need not match NVML's.
 package nvmlinfo

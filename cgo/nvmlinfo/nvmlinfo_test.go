@@ -96,9 +96,12 @@ func TestFake(t *testing.T) {
 		LinkMaxBytesPerSec: nvmlinfo.LinkBandwidth(5, 16),
 		UtilGPU:            37,
 		UtilMem:            12,
+		MemUsed:            1 << 30,
+		// The fake exports no throughput, temperature or power queries.
+		PCIeTxBytesPerSec: -1, PCIeRxBytesPerSec: -1, TemperatureC: -1, PowerWatts: -1,
 	}
 	want1 := want0
-	want1.Name, want1.PCIBusID, want1.MemFree = "Fake NVML GPU 1", "00000000:11:00.0", 78<<30
+	want1.Name, want1.PCIBusID, want1.MemFree, want1.MemUsed = "Fake NVML GPU 1", "00000000:11:00.0", 78<<30, 2<<30
 	unsup := want0
 	unsup.PCIeGen, unsup.PCIeWidth, unsup.PCIeMaxGen, unsup.PCIeMaxWidth = 0, 0, 0, 0
 	unsup.LinkMaxBytesPerSec, unsup.UtilGPU, unsup.UtilMem = 0, -1, -1

@@ -16,6 +16,24 @@ type Telemetry struct {
 	// Utilization in percent over the driver's last sample period; -1 when
 	// not supported.
 	UtilGPU, UtilMem int
+
+	// Index is the device's NVML index (ReadAll; 0 for Read).
+	Index int
+	// MemUsed is the device memory in use, all processes (bytes).
+	MemUsed int64
+	// PCIe traffic over NVML's last 20 ms sample, in bytes per second,
+	// TX from the GPU and RX into it; -1 when not supported.
+	PCIeTxBytesPerSec, PCIeRxBytesPerSec float64
+	// TemperatureC is the GPU die temperature; -1 when not supported.
+	TemperatureC int
+	// PowerWatts is the board's power draw; -1 when not supported.
+	PowerWatts float64
+}
+
+// unknownTelemetry is a reading before any query: every optional field
+// says "not supported".
+func unknownTelemetry() Telemetry {
+	return Telemetry{UtilGPU: -1, UtilMem: -1, PCIeTxBytesPerSec: -1, PCIeRxBytesPerSec: -1, TemperatureC: -1, PowerWatts: -1}
 }
 
 // laneBytesPerSec is the per-direction data rate of one lane after line
@@ -57,6 +75,18 @@ func WithIndex(i int) Option { return func(o *options) { o.index = i } }
 // WithPCIBusID selects the device by PCI bus id ("0000:3b:00.0"), the way
 // to find the NVML twin of a CUDA device. It takes precedence over WithIndex.
 func WithPCIBusID(id string) Option { return func(o *options) { o.pciBusID = id } }
+
+// ReadAll opens NVML, reads every device once and closes NVML: the host
+// description benchmarks print. The error wraps ErrUnavailable when there
+// is no NVML (no NVIDIA driver, a build without cgo).
+func ReadAll(opts ...Option) ([]Telemetry, error) {
+	m, err := OpenMonitor(opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	return m.ReadAll()
+}
 
 // Read opens NVML, reads the selected device once and closes NVML.
 func Read(opts ...Option) (Telemetry, error) {
