@@ -72,6 +72,7 @@ type Server struct {
 	metrics *metrics
 	health  *health.Server
 	shm     *shmPlane
+	gpus    *gpuCache // nil: no GPU telemetry (WithGPUs)
 
 	lookupPool  sync.Pool // *lookupBufs
 	beforeClose []func()
@@ -117,6 +118,9 @@ func New(cfg Config, store *tiers.Store, opts ...Option) (*Server, error) {
 	s.metrics = newMetrics(store)
 	s.shm = newShmPlane(s)
 	s.metrics.reg.MustRegister(s.shm.collector())
+	if s.gpus != nil {
+		s.metrics.reg.MustRegister(gpuCollector{s.gpus})
+	}
 	return s, nil
 }
 

@@ -268,6 +268,7 @@ func (s *Server) Stats(context.Context, *pb.StatsRequest) (*pb.StatsResponse, er
 		})
 	}
 	resp.Sessions, resp.Leases = s.shm.counts()
+	resp.Gpus, resp.GpuTelemetryError = s.gpuStats()
 	return resp, nil
 }
 

@@ -444,6 +444,8 @@ type statsJSON struct {
 	WriteBehindQueue uint64     `json:"write_behind_queue"`
 	Sessions         uint32     `json:"shm_sessions"`
 	Leases           uint32     `json:"shm_leases"`
+	GPUs             []gpuJSON  `json:"gpus"`
+	GPUTelemetryErr  string     `json:"gpu_telemetry_error,omitempty"`
 }
 
 type tierJSON struct {
@@ -486,6 +488,7 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 		IndexedBlocks: st.GetIndexedBlocks(), PinnedBlocks: st.GetPinnedBlocks(), Misses: st.GetMisses(),
 		Corrupt: st.GetCorrupt(), Demotions: st.GetDemotions(), WriteBehindQueue: st.GetWriteBehindQueue(),
 		Sessions: st.GetSessions(), Leases: st.GetLeases(),
+		GPUs: gpusFromProto(st.GetGpus()), GPUTelemetryErr: st.GetGpuTelemetryError(),
 	}
 	for _, t := range st.GetTiers() {
 		out.Tiers = append(out.Tiers, tierJSON{
@@ -507,5 +510,6 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "indexed blocks %d, pinned %d, misses %d, corrupt %d, demotions %d, write-behind queue %d, shm sessions %d, leases %d\n",
 		out.IndexedBlocks, out.PinnedBlocks, out.Misses, out.Corrupt, out.Demotions, out.WriteBehindQueue, out.Sessions, out.Leases)
+	writeGPUs(stdout, out.GPUs, out.GPUTelemetryErr)
 	return 0
 }

@@ -332,6 +332,10 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	if arena.File() != nil {
 		opts = append(opts, daemon.WithArena(arena))
 	}
+	if o, closeGPUs := openGPUTelemetry(log); o != nil {
+		opts = append(opts, o)
+		defer closeGPUs()
+	}
 	srv, err := daemon.New(f.cfg, store, opts...)
 	if err != nil {
 		_ = store.Close()

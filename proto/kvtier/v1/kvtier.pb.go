@@ -1470,9 +1470,14 @@ type StatsResponse struct {
 	// Open shared-memory sessions.
 	Sessions uint32 `protobuf:"varint,8,opt,name=sessions,proto3" json:"sessions,omitempty"`
 	// Outstanding shared-memory leases (pins and reservations).
-	Leases        uint32 `protobuf:"varint,9,opt,name=leases,proto3" json:"leases,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Leases uint32 `protobuf:"varint,9,opt,name=leases,proto3" json:"leases,omitempty"`
+	// Telemetry of every NVIDIA GPU on the host (NVML), in NVML index order;
+	// empty when there is none or NVML is not available.
+	Gpus []*GpuDeviceTelemetry `protobuf:"bytes,40,rep,name=gpus,proto3" json:"gpus,omitempty"`
+	// Why gpus is empty when NVML was expected ("" otherwise).
+	GpuTelemetryError string `protobuf:"bytes,41,opt,name=gpu_telemetry_error,json=gpuTelemetryError,proto3" json:"gpu_telemetry_error,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StatsResponse) Reset() {
@@ -1568,6 +1573,203 @@ func (x *StatsResponse) GetLeases() uint32 {
 	return 0
 }
 
+func (x *StatsResponse) GetGpus() []*GpuDeviceTelemetry {
+	if x != nil {
+		return x.Gpus
+	}
+	return nil
+}
+
+func (x *StatsResponse) GetGpuTelemetryError() string {
+	if x != nil {
+		return x.GpuTelemetryError
+	}
+	return ""
+}
+
+// GpuDeviceTelemetry is one GPU's state as NVML reported it, at most about
+// a second old. Signed fields are -1 when the driver does not support the
+// query.
+type GpuDeviceTelemetry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// NVML index.
+	Index uint32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// Product name, for example "NVIDIA H100 80GB HBM3".
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// PCI bus id as NVML prints it ("00000000:3B:00.0").
+	PciBusId string `protobuf:"bytes,3,opt,name=pci_bus_id,json=pciBusId,proto3" json:"pci_bus_id,omitempty"`
+	// Device memory in use (all processes), in bytes.
+	MemoryUsedBytes uint64 `protobuf:"varint,4,opt,name=memory_used_bytes,json=memoryUsedBytes,proto3" json:"memory_used_bytes,omitempty"`
+	// Device memory in total, in bytes.
+	MemoryTotalBytes uint64 `protobuf:"varint,5,opt,name=memory_total_bytes,json=memoryTotalBytes,proto3" json:"memory_total_bytes,omitempty"`
+	// PCIe traffic from the GPU over NVML's last 20 ms sample, bytes per second.
+	PcieTxBytesPerSecond float64 `protobuf:"fixed64,6,opt,name=pcie_tx_bytes_per_second,json=pcieTxBytesPerSecond,proto3" json:"pcie_tx_bytes_per_second,omitempty"`
+	// PCIe traffic into the GPU over NVML's last 20 ms sample, bytes per second.
+	PcieRxBytesPerSecond float64 `protobuf:"fixed64,7,opt,name=pcie_rx_bytes_per_second,json=pcieRxBytesPerSecond,proto3" json:"pcie_rx_bytes_per_second,omitempty"`
+	// GPU utilization in percent over the driver's sample period.
+	GpuUtilizationPercent int32 `protobuf:"varint,8,opt,name=gpu_utilization_percent,json=gpuUtilizationPercent,proto3" json:"gpu_utilization_percent,omitempty"`
+	// Memory (bandwidth) utilization in percent over the driver's sample period.
+	MemoryUtilizationPercent int32 `protobuf:"varint,9,opt,name=memory_utilization_percent,json=memoryUtilizationPercent,proto3" json:"memory_utilization_percent,omitempty"`
+	// GPU die temperature in degrees Celsius.
+	TemperatureCelsius int32 `protobuf:"varint,10,opt,name=temperature_celsius,json=temperatureCelsius,proto3" json:"temperature_celsius,omitempty"`
+	// Board power draw in watts.
+	PowerWatts float64 `protobuf:"fixed64,11,opt,name=power_watts,json=powerWatts,proto3" json:"power_watts,omitempty"`
+	// PCIe link generation now (it drops at idle); 0 when unknown.
+	PcieLinkGeneration uint32 `protobuf:"varint,12,opt,name=pcie_link_generation,json=pcieLinkGeneration,proto3" json:"pcie_link_generation,omitempty"`
+	// PCIe link width now, in lanes; 0 when unknown.
+	PcieLinkWidth uint32 `protobuf:"varint,13,opt,name=pcie_link_width,json=pcieLinkWidth,proto3" json:"pcie_link_width,omitempty"`
+	// Highest PCIe generation the GPU and its slot support; 0 when unknown.
+	PcieLinkMaxGeneration uint32 `protobuf:"varint,14,opt,name=pcie_link_max_generation,json=pcieLinkMaxGeneration,proto3" json:"pcie_link_max_generation,omitempty"`
+	// Widest PCIe link the GPU and its slot support; 0 when unknown.
+	PcieLinkMaxWidth uint32 `protobuf:"varint,15,opt,name=pcie_link_max_width,json=pcieLinkMaxWidth,proto3" json:"pcie_link_max_width,omitempty"`
+	// Per-direction maximum of the link at its maximum generation and width.
+	PcieLinkMaxBytesPerSecond float64 `protobuf:"fixed64,16,opt,name=pcie_link_max_bytes_per_second,json=pcieLinkMaxBytesPerSecond,proto3" json:"pcie_link_max_bytes_per_second,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
+}
+
+func (x *GpuDeviceTelemetry) Reset() {
+	*x = GpuDeviceTelemetry{}
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GpuDeviceTelemetry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GpuDeviceTelemetry) ProtoMessage() {}
+
+func (x *GpuDeviceTelemetry) ProtoReflect() protoreflect.Message {
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GpuDeviceTelemetry.ProtoReflect.Descriptor instead.
+func (*GpuDeviceTelemetry) Descriptor() ([]byte, []int) {
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GpuDeviceTelemetry) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GpuDeviceTelemetry) GetPciBusId() string {
+	if x != nil {
+		return x.PciBusId
+	}
+	return ""
+}
+
+func (x *GpuDeviceTelemetry) GetMemoryUsedBytes() uint64 {
+	if x != nil {
+		return x.MemoryUsedBytes
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetMemoryTotalBytes() uint64 {
+	if x != nil {
+		return x.MemoryTotalBytes
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetPcieTxBytesPerSecond() float64 {
+	if x != nil {
+		return x.PcieTxBytesPerSecond
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetPcieRxBytesPerSecond() float64 {
+	if x != nil {
+		return x.PcieRxBytesPerSecond
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetGpuUtilizationPercent() int32 {
+	if x != nil {
+		return x.GpuUtilizationPercent
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetMemoryUtilizationPercent() int32 {
+	if x != nil {
+		return x.MemoryUtilizationPercent
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetTemperatureCelsius() int32 {
+	if x != nil {
+		return x.TemperatureCelsius
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetPowerWatts() float64 {
+	if x != nil {
+		return x.PowerWatts
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetPcieLinkGeneration() uint32 {
+	if x != nil {
+		return x.PcieLinkGeneration
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetPcieLinkWidth() uint32 {
+	if x != nil {
+		return x.PcieLinkWidth
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetPcieLinkMaxGeneration() uint32 {
+	if x != nil {
+		return x.PcieLinkMaxGeneration
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetPcieLinkMaxWidth() uint32 {
+	if x != nil {
+		return x.PcieLinkMaxWidth
+	}
+	return 0
+}
+
+func (x *GpuDeviceTelemetry) GetPcieLinkMaxBytesPerSecond() float64 {
+	if x != nil {
+		return x.PcieLinkMaxBytesPerSecond
+	}
+	return 0
+}
+
 // AttachRequest opens a shared-memory session.
 type AttachRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1579,7 +1781,7 @@ type AttachRequest struct {
 
 func (x *AttachRequest) Reset() {
 	*x = AttachRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[18]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1793,7 @@ func (x *AttachRequest) String() string {
 func (*AttachRequest) ProtoMessage() {}
 
 func (x *AttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[18]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1806,7 @@ func (x *AttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
 func (*AttachRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{18}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AttachRequest) GetClientName() string {
@@ -1637,7 +1839,7 @@ type AttachSession struct {
 
 func (x *AttachSession) Reset() {
 	*x = AttachSession{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[19]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1851,7 @@ func (x *AttachSession) String() string {
 func (*AttachSession) ProtoMessage() {}
 
 func (x *AttachSession) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[19]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1864,7 @@ func (x *AttachSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachSession.ProtoReflect.Descriptor instead.
 func (*AttachSession) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{19}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AttachSession) GetSessionId() []byte {
@@ -1728,7 +1930,7 @@ type AttachResponse struct {
 
 func (x *AttachResponse) Reset() {
 	*x = AttachResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[20]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +1942,7 @@ func (x *AttachResponse) String() string {
 func (*AttachResponse) ProtoMessage() {}
 
 func (x *AttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[20]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +1955,7 @@ func (x *AttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
 func (*AttachResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{20}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AttachResponse) GetSession() *AttachSession {
@@ -1795,7 +1997,7 @@ type ReserveSlotRequest struct {
 
 func (x *ReserveSlotRequest) Reset() {
 	*x = ReserveSlotRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[21]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +2009,7 @@ func (x *ReserveSlotRequest) String() string {
 func (*ReserveSlotRequest) ProtoMessage() {}
 
 func (x *ReserveSlotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[21]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +2022,7 @@ func (x *ReserveSlotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReserveSlotRequest.ProtoReflect.Descriptor instead.
 func (*ReserveSlotRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{21}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReserveSlotRequest) GetSessionId() []byte {
@@ -1885,7 +2087,7 @@ type ReserveSlotResponse struct {
 
 func (x *ReserveSlotResponse) Reset() {
 	*x = ReserveSlotResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[22]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2099,7 @@ func (x *ReserveSlotResponse) String() string {
 func (*ReserveSlotResponse) ProtoMessage() {}
 
 func (x *ReserveSlotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[22]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2112,7 @@ func (x *ReserveSlotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReserveSlotResponse.ProtoReflect.Descriptor instead.
 func (*ReserveSlotResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{22}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReserveSlotResponse) GetLeaseId() uint64 {
@@ -1965,7 +2167,7 @@ type CommitSlotRequest struct {
 
 func (x *CommitSlotRequest) Reset() {
 	*x = CommitSlotRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[23]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2179,7 @@ func (x *CommitSlotRequest) String() string {
 func (*CommitSlotRequest) ProtoMessage() {}
 
 func (x *CommitSlotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[23]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2192,7 @@ func (x *CommitSlotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSlotRequest.ProtoReflect.Descriptor instead.
 func (*CommitSlotRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{23}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CommitSlotRequest) GetSessionId() []byte {
@@ -2030,7 +2232,7 @@ type CommitSlotResponse struct {
 
 func (x *CommitSlotResponse) Reset() {
 	*x = CommitSlotResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[24]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2244,7 @@ func (x *CommitSlotResponse) String() string {
 func (*CommitSlotResponse) ProtoMessage() {}
 
 func (x *CommitSlotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[24]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2257,7 @@ func (x *CommitSlotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSlotResponse.ProtoReflect.Descriptor instead.
 func (*CommitSlotResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{24}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{25}
 }
 
 // AbortSlotRequest drops a reservation.
@@ -2071,7 +2273,7 @@ type AbortSlotRequest struct {
 
 func (x *AbortSlotRequest) Reset() {
 	*x = AbortSlotRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[25]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2285,7 @@ func (x *AbortSlotRequest) String() string {
 func (*AbortSlotRequest) ProtoMessage() {}
 
 func (x *AbortSlotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[25]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2298,7 @@ func (x *AbortSlotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortSlotRequest.ProtoReflect.Descriptor instead.
 func (*AbortSlotRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{25}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AbortSlotRequest) GetSessionId() []byte {
@@ -2122,7 +2324,7 @@ type AbortSlotResponse struct {
 
 func (x *AbortSlotResponse) Reset() {
 	*x = AbortSlotResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[26]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2134,7 +2336,7 @@ func (x *AbortSlotResponse) String() string {
 func (*AbortSlotResponse) ProtoMessage() {}
 
 func (x *AbortSlotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[26]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2147,7 +2349,7 @@ func (x *AbortSlotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortSlotResponse.ProtoReflect.Descriptor instead.
 func (*AbortSlotResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{26}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{27}
 }
 
 // PinBlockRequest pins a block for reading through shared memory.
@@ -2172,7 +2374,7 @@ type PinBlockRequest struct {
 
 func (x *PinBlockRequest) Reset() {
 	*x = PinBlockRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[27]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2386,7 @@ func (x *PinBlockRequest) String() string {
 func (*PinBlockRequest) ProtoMessage() {}
 
 func (x *PinBlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[27]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2399,7 @@ func (x *PinBlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBlockRequest.ProtoReflect.Descriptor instead.
 func (*PinBlockRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{27}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PinBlockRequest) GetSessionId() []byte {
@@ -2254,7 +2456,7 @@ type PinBlockResponse struct {
 
 func (x *PinBlockResponse) Reset() {
 	*x = PinBlockResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[28]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2468,7 @@ func (x *PinBlockResponse) String() string {
 func (*PinBlockResponse) ProtoMessage() {}
 
 func (x *PinBlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[28]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2481,7 @@ func (x *PinBlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBlockResponse.ProtoReflect.Descriptor instead.
 func (*PinBlockResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{28}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PinBlockResponse) GetLeaseId() uint64 {
@@ -2330,7 +2532,7 @@ type PinStreamRequest struct {
 
 func (x *PinStreamRequest) Reset() {
 	*x = PinStreamRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[29]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2544,7 @@ func (x *PinStreamRequest) String() string {
 func (*PinStreamRequest) ProtoMessage() {}
 
 func (x *PinStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[29]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2557,7 @@ func (x *PinStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinStreamRequest.ProtoReflect.Descriptor instead.
 func (*PinStreamRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{29}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PinStreamRequest) GetId() uint64 {
@@ -2389,7 +2591,7 @@ type PinStreamResponse struct {
 
 func (x *PinStreamResponse) Reset() {
 	*x = PinStreamResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[30]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2401,7 +2603,7 @@ func (x *PinStreamResponse) String() string {
 func (*PinStreamResponse) ProtoMessage() {}
 
 func (x *PinStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[30]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2414,7 +2616,7 @@ func (x *PinStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinStreamResponse.ProtoReflect.Descriptor instead.
 func (*PinStreamResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{30}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PinStreamResponse) GetId() uint64 {
@@ -2466,7 +2668,7 @@ type HintRequest struct {
 
 func (x *HintRequest) Reset() {
 	*x = HintRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[31]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +2680,7 @@ func (x *HintRequest) String() string {
 func (*HintRequest) ProtoMessage() {}
 
 func (x *HintRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[31]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +2693,7 @@ func (x *HintRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintRequest.ProtoReflect.Descriptor instead.
 func (*HintRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{31}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *HintRequest) GetId() uint64 {
@@ -2592,7 +2794,7 @@ type RequestArrivedHint struct {
 
 func (x *RequestArrivedHint) Reset() {
 	*x = RequestArrivedHint{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[32]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2604,7 +2806,7 @@ func (x *RequestArrivedHint) String() string {
 func (*RequestArrivedHint) ProtoMessage() {}
 
 func (x *RequestArrivedHint) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[32]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2617,7 +2819,7 @@ func (x *RequestArrivedHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestArrivedHint.ProtoReflect.Descriptor instead.
 func (*RequestArrivedHint) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{32}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RequestArrivedHint) GetRequestId() string {
@@ -2691,7 +2893,7 @@ type LayerAttentionHint struct {
 
 func (x *LayerAttentionHint) Reset() {
 	*x = LayerAttentionHint{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[33]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2905,7 @@ func (x *LayerAttentionHint) String() string {
 func (*LayerAttentionHint) ProtoMessage() {}
 
 func (x *LayerAttentionHint) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[33]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2918,7 @@ func (x *LayerAttentionHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LayerAttentionHint.ProtoReflect.Descriptor instead.
 func (*LayerAttentionHint) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{33}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *LayerAttentionHint) GetRequestId() string {
@@ -2765,7 +2967,7 @@ type RequestFinishedHint struct {
 
 func (x *RequestFinishedHint) Reset() {
 	*x = RequestFinishedHint{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2777,7 +2979,7 @@ func (x *RequestFinishedHint) String() string {
 func (*RequestFinishedHint) ProtoMessage() {}
 
 func (x *RequestFinishedHint) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2790,7 +2992,7 @@ func (x *RequestFinishedHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestFinishedHint.ProtoReflect.Descriptor instead.
 func (*RequestFinishedHint) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{34}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RequestFinishedHint) GetRequestId() string {
@@ -2813,7 +3015,7 @@ type HintResponse struct {
 
 func (x *HintResponse) Reset() {
 	*x = HintResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2825,7 +3027,7 @@ func (x *HintResponse) String() string {
 func (*HintResponse) ProtoMessage() {}
 
 func (x *HintResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2838,7 +3040,7 @@ func (x *HintResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintResponse.ProtoReflect.Descriptor instead.
 func (*HintResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{35}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *HintResponse) GetId() uint64 {
@@ -2950,7 +3152,7 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"promotions\x18\n" +
 	" \x01(\x04R\n" +
 	"promotions\x12#\n" +
-	"\rlogical_bytes\x18\v \x01(\x04R\flogicalBytes\"\xb9\x02\n" +
+	"\rlogical_bytes\x18\v \x01(\x04R\flogicalBytes\"\x9c\x03\n" +
 	"\rStatsResponse\x12*\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x14.kvtier.v1.TierStatsR\x05tiers\x12%\n" +
 	"\x0eindexed_blocks\x18\x02 \x01(\x04R\rindexedBlocks\x12#\n" +
@@ -2960,7 +3162,29 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\tdemotions\x18\x06 \x01(\x04R\tdemotions\x12,\n" +
 	"\x12write_behind_queue\x18\a \x01(\x04R\x10writeBehindQueue\x12\x1a\n" +
 	"\bsessions\x18\b \x01(\rR\bsessions\x12\x16\n" +
-	"\x06leases\x18\t \x01(\rR\x06leases\"0\n" +
+	"\x06leases\x18\t \x01(\rR\x06leases\x121\n" +
+	"\x04gpus\x18( \x03(\v2\x1d.kvtier.v1.GpuDeviceTelemetryR\x04gpus\x12.\n" +
+	"\x13gpu_telemetry_error\x18) \x01(\tR\x11gpuTelemetryError\"\xf3\x05\n" +
+	"\x12GpuDeviceTelemetry\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\n" +
+	"pci_bus_id\x18\x03 \x01(\tR\bpciBusId\x12*\n" +
+	"\x11memory_used_bytes\x18\x04 \x01(\x04R\x0fmemoryUsedBytes\x12,\n" +
+	"\x12memory_total_bytes\x18\x05 \x01(\x04R\x10memoryTotalBytes\x126\n" +
+	"\x18pcie_tx_bytes_per_second\x18\x06 \x01(\x01R\x14pcieTxBytesPerSecond\x126\n" +
+	"\x18pcie_rx_bytes_per_second\x18\a \x01(\x01R\x14pcieRxBytesPerSecond\x126\n" +
+	"\x17gpu_utilization_percent\x18\b \x01(\x05R\x15gpuUtilizationPercent\x12<\n" +
+	"\x1amemory_utilization_percent\x18\t \x01(\x05R\x18memoryUtilizationPercent\x12/\n" +
+	"\x13temperature_celsius\x18\n" +
+	" \x01(\x05R\x12temperatureCelsius\x12\x1f\n" +
+	"\vpower_watts\x18\v \x01(\x01R\n" +
+	"powerWatts\x120\n" +
+	"\x14pcie_link_generation\x18\f \x01(\rR\x12pcieLinkGeneration\x12&\n" +
+	"\x0fpcie_link_width\x18\r \x01(\rR\rpcieLinkWidth\x127\n" +
+	"\x18pcie_link_max_generation\x18\x0e \x01(\rR\x15pcieLinkMaxGeneration\x12-\n" +
+	"\x13pcie_link_max_width\x18\x0f \x01(\rR\x10pcieLinkMaxWidth\x12A\n" +
+	"\x1epcie_link_max_bytes_per_second\x18\x10 \x01(\x01R\x19pcieLinkMaxBytesPerSecond\"0\n" +
 	"\rAttachRequest\x12\x1f\n" +
 	"\vclient_name\x18\x01 \x01(\tR\n" +
 	"clientName\"\x80\x02\n" +
@@ -3113,7 +3337,7 @@ func file_kvtier_v1_kvtier_proto_rawDescGZIP() []byte {
 }
 
 var file_kvtier_v1_kvtier_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kvtier_v1_kvtier_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_kvtier_v1_kvtier_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_kvtier_v1_kvtier_proto_goTypes = []any{
 	(Dtype)(0),                  // 0: kvtier.v1.Dtype
 	(KVOrder)(0),                // 1: kvtier.v1.KVOrder
@@ -3137,24 +3361,25 @@ var file_kvtier_v1_kvtier_proto_goTypes = []any{
 	(*StatsRequest)(nil),        // 19: kvtier.v1.StatsRequest
 	(*TierStats)(nil),           // 20: kvtier.v1.TierStats
 	(*StatsResponse)(nil),       // 21: kvtier.v1.StatsResponse
-	(*AttachRequest)(nil),       // 22: kvtier.v1.AttachRequest
-	(*AttachSession)(nil),       // 23: kvtier.v1.AttachSession
-	(*AttachResponse)(nil),      // 24: kvtier.v1.AttachResponse
-	(*ReserveSlotRequest)(nil),  // 25: kvtier.v1.ReserveSlotRequest
-	(*ReserveSlotResponse)(nil), // 26: kvtier.v1.ReserveSlotResponse
-	(*CommitSlotRequest)(nil),   // 27: kvtier.v1.CommitSlotRequest
-	(*CommitSlotResponse)(nil),  // 28: kvtier.v1.CommitSlotResponse
-	(*AbortSlotRequest)(nil),    // 29: kvtier.v1.AbortSlotRequest
-	(*AbortSlotResponse)(nil),   // 30: kvtier.v1.AbortSlotResponse
-	(*PinBlockRequest)(nil),     // 31: kvtier.v1.PinBlockRequest
-	(*PinBlockResponse)(nil),    // 32: kvtier.v1.PinBlockResponse
-	(*PinStreamRequest)(nil),    // 33: kvtier.v1.PinStreamRequest
-	(*PinStreamResponse)(nil),   // 34: kvtier.v1.PinStreamResponse
-	(*HintRequest)(nil),         // 35: kvtier.v1.HintRequest
-	(*RequestArrivedHint)(nil),  // 36: kvtier.v1.RequestArrivedHint
-	(*LayerAttentionHint)(nil),  // 37: kvtier.v1.LayerAttentionHint
-	(*RequestFinishedHint)(nil), // 38: kvtier.v1.RequestFinishedHint
-	(*HintResponse)(nil),        // 39: kvtier.v1.HintResponse
+	(*GpuDeviceTelemetry)(nil),  // 22: kvtier.v1.GpuDeviceTelemetry
+	(*AttachRequest)(nil),       // 23: kvtier.v1.AttachRequest
+	(*AttachSession)(nil),       // 24: kvtier.v1.AttachSession
+	(*AttachResponse)(nil),      // 25: kvtier.v1.AttachResponse
+	(*ReserveSlotRequest)(nil),  // 26: kvtier.v1.ReserveSlotRequest
+	(*ReserveSlotResponse)(nil), // 27: kvtier.v1.ReserveSlotResponse
+	(*CommitSlotRequest)(nil),   // 28: kvtier.v1.CommitSlotRequest
+	(*CommitSlotResponse)(nil),  // 29: kvtier.v1.CommitSlotResponse
+	(*AbortSlotRequest)(nil),    // 30: kvtier.v1.AbortSlotRequest
+	(*AbortSlotResponse)(nil),   // 31: kvtier.v1.AbortSlotResponse
+	(*PinBlockRequest)(nil),     // 32: kvtier.v1.PinBlockRequest
+	(*PinBlockResponse)(nil),    // 33: kvtier.v1.PinBlockResponse
+	(*PinStreamRequest)(nil),    // 34: kvtier.v1.PinStreamRequest
+	(*PinStreamResponse)(nil),   // 35: kvtier.v1.PinStreamResponse
+	(*HintRequest)(nil),         // 36: kvtier.v1.HintRequest
+	(*RequestArrivedHint)(nil),  // 37: kvtier.v1.RequestArrivedHint
+	(*LayerAttentionHint)(nil),  // 38: kvtier.v1.LayerAttentionHint
+	(*RequestFinishedHint)(nil), // 39: kvtier.v1.RequestFinishedHint
+	(*HintResponse)(nil),        // 40: kvtier.v1.HintResponse
 }
 var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	0,  // 0: kvtier.v1.Layout.dtype:type_name -> kvtier.v1.Dtype
@@ -3172,53 +3397,54 @@ var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	4,  // 12: kvtier.v1.DeleteRequest.key:type_name -> kvtier.v1.Key
 	2,  // 13: kvtier.v1.TierStats.tier:type_name -> kvtier.v1.Tier
 	20, // 14: kvtier.v1.StatsResponse.tiers:type_name -> kvtier.v1.TierStats
-	23, // 15: kvtier.v1.AttachResponse.session:type_name -> kvtier.v1.AttachSession
-	4,  // 16: kvtier.v1.ReserveSlotRequest.key:type_name -> kvtier.v1.Key
-	5,  // 17: kvtier.v1.ReserveSlotRequest.layout:type_name -> kvtier.v1.Layout
-	6,  // 18: kvtier.v1.ReserveSlotResponse.slot:type_name -> kvtier.v1.ArenaSlot
-	4,  // 19: kvtier.v1.PinBlockRequest.key:type_name -> kvtier.v1.Key
-	2,  // 20: kvtier.v1.PinBlockRequest.promote:type_name -> kvtier.v1.Tier
-	6,  // 21: kvtier.v1.PinBlockResponse.slot:type_name -> kvtier.v1.ArenaSlot
-	5,  // 22: kvtier.v1.PinBlockResponse.layout:type_name -> kvtier.v1.Layout
-	2,  // 23: kvtier.v1.PinBlockResponse.from:type_name -> kvtier.v1.Tier
-	31, // 24: kvtier.v1.PinStreamRequest.pin:type_name -> kvtier.v1.PinBlockRequest
-	32, // 25: kvtier.v1.PinStreamResponse.pin:type_name -> kvtier.v1.PinBlockResponse
-	36, // 26: kvtier.v1.HintRequest.request_arrived:type_name -> kvtier.v1.RequestArrivedHint
-	37, // 27: kvtier.v1.HintRequest.layer_attention:type_name -> kvtier.v1.LayerAttentionHint
-	38, // 28: kvtier.v1.HintRequest.request_finished:type_name -> kvtier.v1.RequestFinishedHint
-	12, // 29: kvtier.v1.RequestArrivedHint.hash_params:type_name -> kvtier.v1.HashParams
-	2,  // 30: kvtier.v1.RequestArrivedHint.target:type_name -> kvtier.v1.Tier
-	8,  // 31: kvtier.v1.KVTierService.Put:input_type -> kvtier.v1.PutRequest
-	10, // 32: kvtier.v1.KVTierService.Get:input_type -> kvtier.v1.GetRequest
-	13, // 33: kvtier.v1.KVTierService.Lookup:input_type -> kvtier.v1.LookupRequest
-	15, // 34: kvtier.v1.KVTierService.Release:input_type -> kvtier.v1.ReleaseRequest
-	17, // 35: kvtier.v1.KVTierService.Delete:input_type -> kvtier.v1.DeleteRequest
-	19, // 36: kvtier.v1.KVTierService.Stats:input_type -> kvtier.v1.StatsRequest
-	22, // 37: kvtier.v1.KVTierService.Attach:input_type -> kvtier.v1.AttachRequest
-	25, // 38: kvtier.v1.KVTierService.ReserveSlot:input_type -> kvtier.v1.ReserveSlotRequest
-	27, // 39: kvtier.v1.KVTierService.CommitSlot:input_type -> kvtier.v1.CommitSlotRequest
-	29, // 40: kvtier.v1.KVTierService.AbortSlot:input_type -> kvtier.v1.AbortSlotRequest
-	31, // 41: kvtier.v1.KVTierService.PinBlock:input_type -> kvtier.v1.PinBlockRequest
-	33, // 42: kvtier.v1.KVTierService.PinStream:input_type -> kvtier.v1.PinStreamRequest
-	35, // 43: kvtier.v1.KVTierService.Hint:input_type -> kvtier.v1.HintRequest
-	9,  // 44: kvtier.v1.KVTierService.Put:output_type -> kvtier.v1.PutResponse
-	11, // 45: kvtier.v1.KVTierService.Get:output_type -> kvtier.v1.GetResponse
-	14, // 46: kvtier.v1.KVTierService.Lookup:output_type -> kvtier.v1.LookupResponse
-	16, // 47: kvtier.v1.KVTierService.Release:output_type -> kvtier.v1.ReleaseResponse
-	18, // 48: kvtier.v1.KVTierService.Delete:output_type -> kvtier.v1.DeleteResponse
-	21, // 49: kvtier.v1.KVTierService.Stats:output_type -> kvtier.v1.StatsResponse
-	24, // 50: kvtier.v1.KVTierService.Attach:output_type -> kvtier.v1.AttachResponse
-	26, // 51: kvtier.v1.KVTierService.ReserveSlot:output_type -> kvtier.v1.ReserveSlotResponse
-	28, // 52: kvtier.v1.KVTierService.CommitSlot:output_type -> kvtier.v1.CommitSlotResponse
-	30, // 53: kvtier.v1.KVTierService.AbortSlot:output_type -> kvtier.v1.AbortSlotResponse
-	32, // 54: kvtier.v1.KVTierService.PinBlock:output_type -> kvtier.v1.PinBlockResponse
-	34, // 55: kvtier.v1.KVTierService.PinStream:output_type -> kvtier.v1.PinStreamResponse
-	39, // 56: kvtier.v1.KVTierService.Hint:output_type -> kvtier.v1.HintResponse
-	44, // [44:57] is the sub-list for method output_type
-	31, // [31:44] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	22, // 15: kvtier.v1.StatsResponse.gpus:type_name -> kvtier.v1.GpuDeviceTelemetry
+	24, // 16: kvtier.v1.AttachResponse.session:type_name -> kvtier.v1.AttachSession
+	4,  // 17: kvtier.v1.ReserveSlotRequest.key:type_name -> kvtier.v1.Key
+	5,  // 18: kvtier.v1.ReserveSlotRequest.layout:type_name -> kvtier.v1.Layout
+	6,  // 19: kvtier.v1.ReserveSlotResponse.slot:type_name -> kvtier.v1.ArenaSlot
+	4,  // 20: kvtier.v1.PinBlockRequest.key:type_name -> kvtier.v1.Key
+	2,  // 21: kvtier.v1.PinBlockRequest.promote:type_name -> kvtier.v1.Tier
+	6,  // 22: kvtier.v1.PinBlockResponse.slot:type_name -> kvtier.v1.ArenaSlot
+	5,  // 23: kvtier.v1.PinBlockResponse.layout:type_name -> kvtier.v1.Layout
+	2,  // 24: kvtier.v1.PinBlockResponse.from:type_name -> kvtier.v1.Tier
+	32, // 25: kvtier.v1.PinStreamRequest.pin:type_name -> kvtier.v1.PinBlockRequest
+	33, // 26: kvtier.v1.PinStreamResponse.pin:type_name -> kvtier.v1.PinBlockResponse
+	37, // 27: kvtier.v1.HintRequest.request_arrived:type_name -> kvtier.v1.RequestArrivedHint
+	38, // 28: kvtier.v1.HintRequest.layer_attention:type_name -> kvtier.v1.LayerAttentionHint
+	39, // 29: kvtier.v1.HintRequest.request_finished:type_name -> kvtier.v1.RequestFinishedHint
+	12, // 30: kvtier.v1.RequestArrivedHint.hash_params:type_name -> kvtier.v1.HashParams
+	2,  // 31: kvtier.v1.RequestArrivedHint.target:type_name -> kvtier.v1.Tier
+	8,  // 32: kvtier.v1.KVTierService.Put:input_type -> kvtier.v1.PutRequest
+	10, // 33: kvtier.v1.KVTierService.Get:input_type -> kvtier.v1.GetRequest
+	13, // 34: kvtier.v1.KVTierService.Lookup:input_type -> kvtier.v1.LookupRequest
+	15, // 35: kvtier.v1.KVTierService.Release:input_type -> kvtier.v1.ReleaseRequest
+	17, // 36: kvtier.v1.KVTierService.Delete:input_type -> kvtier.v1.DeleteRequest
+	19, // 37: kvtier.v1.KVTierService.Stats:input_type -> kvtier.v1.StatsRequest
+	23, // 38: kvtier.v1.KVTierService.Attach:input_type -> kvtier.v1.AttachRequest
+	26, // 39: kvtier.v1.KVTierService.ReserveSlot:input_type -> kvtier.v1.ReserveSlotRequest
+	28, // 40: kvtier.v1.KVTierService.CommitSlot:input_type -> kvtier.v1.CommitSlotRequest
+	30, // 41: kvtier.v1.KVTierService.AbortSlot:input_type -> kvtier.v1.AbortSlotRequest
+	32, // 42: kvtier.v1.KVTierService.PinBlock:input_type -> kvtier.v1.PinBlockRequest
+	34, // 43: kvtier.v1.KVTierService.PinStream:input_type -> kvtier.v1.PinStreamRequest
+	36, // 44: kvtier.v1.KVTierService.Hint:input_type -> kvtier.v1.HintRequest
+	9,  // 45: kvtier.v1.KVTierService.Put:output_type -> kvtier.v1.PutResponse
+	11, // 46: kvtier.v1.KVTierService.Get:output_type -> kvtier.v1.GetResponse
+	14, // 47: kvtier.v1.KVTierService.Lookup:output_type -> kvtier.v1.LookupResponse
+	16, // 48: kvtier.v1.KVTierService.Release:output_type -> kvtier.v1.ReleaseResponse
+	18, // 49: kvtier.v1.KVTierService.Delete:output_type -> kvtier.v1.DeleteResponse
+	21, // 50: kvtier.v1.KVTierService.Stats:output_type -> kvtier.v1.StatsResponse
+	25, // 51: kvtier.v1.KVTierService.Attach:output_type -> kvtier.v1.AttachResponse
+	27, // 52: kvtier.v1.KVTierService.ReserveSlot:output_type -> kvtier.v1.ReserveSlotResponse
+	29, // 53: kvtier.v1.KVTierService.CommitSlot:output_type -> kvtier.v1.CommitSlotResponse
+	31, // 54: kvtier.v1.KVTierService.AbortSlot:output_type -> kvtier.v1.AbortSlotResponse
+	33, // 55: kvtier.v1.KVTierService.PinBlock:output_type -> kvtier.v1.PinBlockResponse
+	35, // 56: kvtier.v1.KVTierService.PinStream:output_type -> kvtier.v1.PinStreamResponse
+	40, // 57: kvtier.v1.KVTierService.Hint:output_type -> kvtier.v1.HintResponse
+	45, // [45:58] is the sub-list for method output_type
+	32, // [32:45] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_kvtier_v1_kvtier_proto_init() }
@@ -3227,7 +3453,7 @@ func file_kvtier_v1_kvtier_proto_init() {
 		return
 	}
 	file_kvtier_v1_kvtier_proto_msgTypes[8].OneofWrappers = []any{}
-	file_kvtier_v1_kvtier_proto_msgTypes[31].OneofWrappers = []any{
+	file_kvtier_v1_kvtier_proto_msgTypes[32].OneofWrappers = []any{
 		(*HintRequest_RequestArrived)(nil),
 		(*HintRequest_LayerAttention)(nil),
 		(*HintRequest_RequestFinished)(nil),
@@ -3238,7 +3464,7 @@ func file_kvtier_v1_kvtier_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvtier_v1_kvtier_proto_rawDesc), len(file_kvtier_v1_kvtier_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
