@@ -11,8 +11,14 @@
 // when a GPU is present), copies from and to it run at full link speed
 // without staging.
 //
-// For engines on the same GPU, IPCHandle exports the arena and Locate gives
-// a block's offset and length in it, so the engine copies device to device.
+// For engines on the same GPU, AttachIPC exports the arena under a lease
+// and Locate gives a block's offset and length in it, so the engine copies
+// device to device. Freeing an exported allocation while an importer maps
+// it is undefined behaviour, so importers hold leases (RenewIPC,
+// DetachIPC), Close signals Closing and frees the arena only once every
+// lease has been detached or has lapsed (at most MaxIPCLease). The arena
+// is allocated in whole 2 MiB granules, so the export is its own
+// allocation and IPCLease.Offset is 0.
 //
 // Caveats:
 //   - Capacity is a hard bound. Put never evicts: it returns an error

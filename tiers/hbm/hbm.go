@@ -18,6 +18,11 @@ const (
 	DefaultChunkSize = 32 << 20
 	// MinCapacity is the smallest arena New accepts.
 	MinCapacity = 1 << 20
+	// allocGranule: drivers carve allocations under 2 MiB out of larger
+	// blocks, and an IPC handle exports the whole block. The arena's
+	// allocation is rounded up to whole granules so that its export is its
+	// own allocation, starting at the arena's base.
+	allocGranule = 2 << 20
 )
 
 type config struct {
@@ -88,6 +93,14 @@ type Tier struct {
 	used     int64 // block bytes held
 	reserved int64 // slot bytes taken, in-flight puts included
 	ipc      *gpu.IPCHandle
+	// importers maps each live IPC lease to its expiry; detached is
+	// closed and replaced whenever one ends, waking Close.
+	importers    map[uint64]time.Time
+	nextImporter uint64
+	detached     chan struct{}
+
+	closing chan struct{} // closed when Close begins (Closing)
+	now     func() time.Time
 
 	putLat, getLat         Histogram
 	putCopyLat, getCopyLat Histogram
@@ -120,7 +133,7 @@ func New(dev gpu.Device, capacity int64, opts ...Option) (*Tier, error) {
 		cfg.chunkSize = capacity &^ (minClass - 1)
 	}
 	capacity = capacity / cfg.chunkSize * cfg.chunkSize
-	base, err := dev.Alloc(capacity)
+	base, err := dev.Alloc((capacity + allocGranule - 1) / allocGranule * allocGranule)
 	if err != nil {
 		if errors.Is(err, gpu.ErrOutOfMemory) {
 			return nil, fmt.Errorf("%w: hbm: allocating a %d-byte arena: %w", tiers.ErrExhausted, capacity, err)
@@ -135,6 +148,10 @@ func New(dev gpu.Device, capacity int64, opts ...Option) (*Tier, error) {
 		lanes:     make(chan gpu.Stream, cfg.streams),
 		index:     make(map[tiers.Key]*entry),
 		alloc:     newAllocator(capacity, cfg.chunkSize),
+		importers: make(map[uint64]time.Time),
+		detached:  make(chan struct{}),
+		closing:   make(chan struct{}),
+		now:       time.Now,
 	}
 	for range cfg.streams {
 		s, err := dev.NewStream()
@@ -338,26 +355,6 @@ func (t *Tier) Latency() Latency {
 // copies at the offsets Locate returns.
 func (t *Tier) Base() gpu.DevPtr { return t.base }
 
-// IPCHandle exports the arena, so that an engine on the same GPU opens it
-// once (gpu.Device.OpenIPCHandle, cuIpcOpenMemHandle) and copies blocks
-// device to device at the offsets Locate returns. size is the arena's length.
-func (t *Tier) IPCHandle() (handle [64]byte, size int64, err error) {
-	if err := t.enter(); err != nil {
-		return handle, 0, err
-	}
-	defer t.life.RUnlock()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.ipc == nil {
-		h, err := t.dev.IPCHandle(t.base)
-		if err != nil {
-			return handle, 0, fmt.Errorf("hbm: exporting the arena: %w", err)
-		}
-		t.ipc = &h
-	}
-	return *t.ipc, t.capacity, nil
-}
-
 // Locate returns where k's bytes are in the arena. The location is valid
 // until k is deleted or replaced; the Store pins a block while an engine
 // reads it.
@@ -374,17 +371,25 @@ func (t *Tier) Locate(k tiers.Key) (offset, length int64, err error) {
 	return e.off, e.n, nil
 }
 
-// Close waits for operations in progress, destroys the streams and frees
-// the arena. The device is left open.
+// Close stops new operations, tells IPC importers (Closing), waits until
+// every importer lease has been detached or has expired (at most
+// MaxIPCLease), waits for operations in progress, destroys the streams and
+// frees the arena. The device is left open.
 func (t *Tier) Close() error {
-	t.life.Lock()
-	defer t.life.Unlock()
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
 		return nil
 	}
 	t.closed = true
+	close(t.closing)
+	t.mu.Unlock()
+	// Freeing an exported allocation that another process still maps is
+	// undefined behaviour: wait for the importers first.
+	t.waitImporters()
+	t.life.Lock()
+	defer t.life.Unlock()
+	t.mu.Lock()
 	t.index = nil
 	t.mu.Unlock()
 	err := t.closeLanes()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kvtier/kvtier/cgo/gpu"
 	"github.com/kvtier/kvtier/tiers/hbm"
@@ -92,10 +93,13 @@ func TestGPUTierIPC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h, _, err := tier.IPCHandle()
+	lease, err := tier.AttachIPC(time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The child closes its mapping before it exits.
+	defer tier.DetachIPC(lease.ID)
+	h := lease.Handle
 	off, n, err := tier.Locate(key(t, 2))
 	if err != nil {
 		t.Fatal(err)

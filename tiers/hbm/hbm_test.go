@@ -291,7 +291,7 @@ func TestClose(t *testing.T) {
 		"get":    func() error { _, _, err := e.tier.Get(ctx, key(t, 1), nil); return err }(),
 		"delete": e.tier.Delete(ctx, key(t, 1)),
 		"locate": func() error { _, _, err := e.tier.Locate(key(t, 1)); return err }(),
-		"ipc":    func() error { _, _, err := e.tier.IPCHandle(); return err }(),
+		"ipc":    func() error { _, err := e.tier.AttachIPC(0); return err }(),
 	} {
 		if !errors.Is(err, tiers.ErrClosed) {
 			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
@@ -313,21 +313,23 @@ func TestIPCExport(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h, size, err := e.tier.IPCHandle()
+	lease, err := e.tier.AttachIPC(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if size != 8<<20 {
-		t.Fatalf("exported size %d", size)
+	if lease.Size != 8<<20 || lease.Offset != 0 {
+		t.Fatalf("exported size %d at offset %d", lease.Size, lease.Offset)
 	}
-	h2, _, _ := e.tier.IPCHandle()
-	if h2 != h {
-		t.Fatal("the handle changed between calls")
+	lease2, _ := e.tier.AttachIPC(0)
+	if lease2.Handle != lease.Handle || lease2.ID == lease.ID {
+		t.Fatal("the handle changed between leases, or two leases share an id")
 	}
-	peer, err := e.dev.OpenIPCHandle(gpu.IPCHandle(h))
+	e.tier.DetachIPC(lease2.ID)
+	peer, err := e.dev.OpenIPCHandle(lease.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer e.tier.DetachIPC(lease.ID)
 	defer e.dev.CloseIPCHandle(peer)
 	s, err := e.dev.NewStream()
 	if err != nil {
