@@ -351,10 +351,17 @@ type hbmTier struct {
 	closeDevice func() // after the store (and so the tier) is closed
 }
 
+// hostPinChunk is the unit in which the DRAM arena is page-locked for the
+// GPU as copies first touch it (a multiple of the arena's 2 MiB chunks).
+const hostPinChunk = 64 << 20
+
 // openHBM opens the first GPU and an HBM tier on it. No GPU is not an
-// error: it returns nil, nil and logs it.
-func openHBM(arena *dram.Arena, capacity int64, fraction float64, log *slog.Logger) (*hbmTier, error) {
-	dev, err := gpu.Open()
+// error: it returns nil, nil and logs it. The DRAM arena is page-locked
+// lazily, hostPinChunk at a time as the tier's copies touch it, never
+// whole at start (that would commit and pin every page at once). gpuOpts
+// go to gpu.Open (a library path, in tests).
+func openHBM(arena *dram.Arena, capacity int64, fraction float64, log *slog.Logger, gpuOpts ...gpu.Option) (*hbmTier, error) {
+	dev, err := gpu.Open(gpuOpts...)
 	if err != nil {
 		if errors.Is(err, gpu.ErrUnavailable) {
 			log.Info("kvtier serve: no GPU found; running without the HBM tier", "reason", err)
@@ -368,25 +375,29 @@ func openHBM(arena *dram.Arena, capacity int64, fraction float64, log *slog.Logg
 			return nil, err
 		}
 	}
-	t, err := hbm.New(dev, capacity)
+	chunk := max(hostPinChunk/arena.ChunkSize(), 1) * arena.ChunkSize()
+	t, err := hbm.New(dev, capacity, hbm.WithHostRegion(arena.Base(), chunk))
 	if err != nil {
 		_ = dev.Close()
 		return nil, err
 	}
-	h := &hbmTier{tier: t, release: func() {}, closeDevice: func() { _ = dev.Close() }}
-	if unreg, err := dev.RegisterHost(arena.Base()); err != nil {
-		log.Warn("kvtier serve: could not page-lock the DRAM arena for the GPU; copies will be staged", "err", err)
-	} else {
-		var once sync.Once
-		h.release = func() {
-			once.Do(func() {
-				if err := unreg(); err != nil {
-					log.Warn("kvtier serve: unregistering the DRAM arena from the GPU", "err", err)
-				}
-			})
-		}
+	var once sync.Once
+	h := &hbmTier{tier: t, closeDevice: func() { _ = dev.Close() }}
+	h.release = func() {
+		once.Do(func() {
+			pinned, perr := t.HostPinned()
+			if perr != nil {
+				log.Warn("kvtier serve: part of the DRAM arena could not be page-locked; its GPU copies were staged", "err", perr)
+			}
+			log.Info("kvtier serve: unregistering the DRAM arena from the GPU", "pinned_bytes", pinned)
+			if err := t.ReleaseHost(); err != nil {
+				log.Warn("kvtier serve: unregistering the DRAM arena from the GPU", "err", err)
+			}
+		})
 	}
-	log.Info("kvtier serve: HBM tier", "device", dev.Info().Name, "bytes", capacity)
+	info := dev.Info()
+	log.Info("kvtier serve: HBM tier", "device", info.Name, "library", info.Library, "bytes", capacity,
+		"dram_pinning", "lazy", "pin_chunk_bytes", chunk)
 	return h, nil
 }
 

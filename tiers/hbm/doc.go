@@ -6,10 +6,11 @@
 // Put copies a block host-to-device and Get device-to-host on the tier's own
 // streams (a small pool; no goroutine per block), waiting for the copy
 // before returning. Every copy is timed with events recorded around it;
-// Latency reports p50/p99 of the copies and of whole operations. When the
-// DRAM arena is registered with gpu.Device.RegisterHost (the daemon does it
-// when a GPU is present), copies from and to it run at full link speed
-// without staging.
+// Latency reports p50/p99 of the copies and of whole operations. With
+// WithHostRegion (the daemon passes its DRAM arena) the tier page-locks
+// the region a chunk at a time as copies first touch it, so copies from
+// and to it run at full link speed without staging, and memory that is
+// never copied is never pinned (HostPinned reports the bytes).
 //
 // For engines on the same GPU, AttachIPC exports the arena under a lease
 // and Locate gives a block's offset and length in it, so the engine copies

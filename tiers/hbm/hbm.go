@@ -26,8 +26,10 @@ const (
 )
 
 type config struct {
-	streams   int
-	chunkSize int64
+	streams    int
+	chunkSize  int64
+	hostRegion []byte
+	hostChunk  int64
 }
 
 // Option configures New.
@@ -80,6 +82,7 @@ type Tier struct {
 	capacity  int64
 	chunkSize int64
 	lanes     chan gpu.Stream // idle streams; a copy takes one and gives it back
+	pins      *hostPins       // nil without WithHostRegion
 
 	// life is held shared by every operation for its whole length and
 	// exclusively by Close, so the arena and streams are never freed
@@ -133,6 +136,10 @@ func New(dev gpu.Device, capacity int64, opts ...Option) (*Tier, error) {
 		cfg.chunkSize = capacity &^ (minClass - 1)
 	}
 	capacity = capacity / cfg.chunkSize * cfg.chunkSize
+	pins, err := newHostPins(dev, cfg.hostRegion, cfg.hostChunk)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", tiers.ErrInvalid, err)
+	}
 	base, err := dev.Alloc((capacity + allocGranule - 1) / allocGranule * allocGranule)
 	if err != nil {
 		if errors.Is(err, gpu.ErrOutOfMemory) {
@@ -146,6 +153,7 @@ func New(dev gpu.Device, capacity int64, opts ...Option) (*Tier, error) {
 		capacity:  capacity,
 		chunkSize: cfg.chunkSize,
 		lanes:     make(chan gpu.Stream, cfg.streams),
+		pins:      pins,
 		index:     make(map[tiers.Key]*entry),
 		alloc:     newAllocator(capacity, cfg.chunkSize),
 		importers: make(map[uint64]time.Time),
@@ -227,6 +235,7 @@ func (t *Tier) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte
 	t.reserved += size
 	t.mu.Unlock()
 
+	t.pins.ensure(data)
 	s, err := t.take(ctx)
 	if err == nil {
 		var d time.Duration
@@ -303,6 +312,7 @@ func (t *Tier) Get(ctx context.Context, k tiers.Key, dst []byte) (tiers.Layout, 
 	}
 	n := len(dst)
 	dst = slices.Grow(dst, int(e.n))[:n+int(e.n)]
+	t.pins.ensure(dst[n:])
 	d, err := s.CopyD2H(dst[n:], t.base+gpu.DevPtr(e.off))
 	t.lanes <- s
 	if err != nil {
@@ -392,7 +402,7 @@ func (t *Tier) Close() error {
 	t.mu.Lock()
 	t.index = nil
 	t.mu.Unlock()
-	err := t.closeLanes()
+	err := errors.Join(t.closeLanes(), t.pins.release())
 	if ferr := t.dev.Free(t.base); ferr != nil {
 		err = errors.Join(err, fmt.Errorf("hbm: freeing the arena: %w", ferr))
 	}

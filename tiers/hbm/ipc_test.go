@@ -15,9 +15,14 @@ import (
 // tier themselves.
 func openTier(t *testing.T, capacity int64) (*gputest.Fake, gpu.Device, *hbm.Tier) {
 	t.Helper()
+	return openTierWith(t, capacity)
+}
+
+func openTierWith(t *testing.T, capacity int64, opts ...hbm.Option) (*gputest.Fake, gpu.Device, *hbm.Tier) {
+	t.Helper()
 	f := gputest.BuildFake(t)
 	dev := f.Open(t)
-	tier, err := hbm.New(dev, capacity)
+	tier, err := hbm.New(dev, capacity, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
