@@ -104,7 +104,20 @@ type Result struct {
 	// LinkRatio is BytesPerSec over the link maximum, for host copies when
 	// the maximum is known; 0 otherwise.
 	LinkRatio float64 `json:"link_ratio,omitempty"`
+	// EnqueueNsPerCopy is the host time to queue one copy of the batch
+	// (all Copies go to the driver in one call, gpu.Stream.QueueRepeat),
+	// and EnqueueShare that time over the device time per copy. At 0.9 or
+	// more the device may have waited for the host between copies:
+	// EnqueueBound says BytesPerSec is a floor set by the host's enqueue
+	// rate, not the link's bandwidth.
+	EnqueueNsPerCopy float64 `json:"enqueue_ns_per_copy"`
+	EnqueueShare     float64 `json:"enqueue_share"`
+	EnqueueBound     bool    `json:"enqueue_bound"`
 }
+
+// enqueueBoundShare is the EnqueueShare from which a row is labelled
+// EnqueueBound.
+const enqueueBoundShare = 0.9
 
 // Report is a whole measurement.
 type Report struct {
@@ -209,16 +222,15 @@ func (c *cell) wait() (time.Duration, error) {
 	return c.s.CopyD2D(c.dst, c.src, c.size)
 }
 
-// queue enqueues one copy without waiting (host memory is outside the Go
-// heap in every host mode).
-func (c *cell) queue() error {
-	switch c.dir {
-	case H2D:
-		return c.s.CopyH2DAsync(c.dst, c.host)
-	case D2H:
-		return c.s.CopyD2HAsync(c.host, c.src)
+// queue enqueues n copies without waiting, in one call into the driver
+// (host memory is outside the Go heap in every host mode).
+func (c *cell) queue(n int) error {
+	dir := map[Direction]gpu.CopyDir{H2D: gpu.H2D, D2H: gpu.D2H, D2D: gpu.D2D}[c.dir]
+	host := c.host
+	if c.dir == D2D {
+		host = nil
 	}
-	return c.s.CopyD2DAsync(c.dst, c.src, c.size)
+	return c.s.QueueRepeat(dir, c.dst, host, c.src, c.size, n)
 }
 
 func (c *cell) measure(cfg Config) (Result, error) {
@@ -242,12 +254,11 @@ func (c *cell) measure(cfg Config) (Result, error) {
 	if err := c.s.Record(c.e0); err != nil {
 		return r, err
 	}
-	for range r.Copies {
-		if err := c.queue(); err != nil {
-			_ = c.s.Sync()
-			return r, err
-		}
+	t0 := time.Now()
+	if err := c.queue(r.Copies); err != nil {
+		return r, err
 	}
+	enqueue := time.Since(t0)
 	if err := c.s.Record(c.e1); err != nil {
 		_ = c.s.Sync()
 		return r, err
@@ -263,6 +274,9 @@ func (c *cell) measure(cfg Config) (Result, error) {
 		return r, errors.New("batch took no measurable time")
 	}
 	r.BytesPerSec = float64(int64(r.Copies)*c.size) / el.Seconds()
+	r.EnqueueNsPerCopy = float64(enqueue.Nanoseconds()) / float64(r.Copies)
+	r.EnqueueShare = enqueue.Seconds() / el.Seconds()
+	r.EnqueueBound = r.EnqueueShare >= enqueueBoundShare
 	return r, nil
 }
 

@@ -58,17 +58,26 @@ func (r Report) WriteTable(w io.Writer, verdicts []Verdict) error {
 		fmt.Fprintln(w, "link:   maximum unknown (no NVML or sysfs information)")
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "dir\tsize\thost\tGB/s\tp50\tp99\t× link max\t")
+	fmt.Fprintln(tw, "dir\tsize\thost\tGB/s\tp50\tp99\t× link max\tenqueue/copy\tnote\t")
+	bound := false
 	for _, x := range r.Results {
 		ratio := "-"
 		if x.LinkRatio > 0 {
 			ratio = fmt.Sprintf("%.2f", x.LinkRatio)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t\n", x.Direction, FormatSize(x.Size), x.Host,
-			x.BytesPerSec/1e9, us(x.P50), us(x.P99), ratio)
+		note := ""
+		if x.EnqueueBound {
+			note, bound = "enqueue-bound*", true
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\t\n", x.Direction, FormatSize(x.Size), x.Host,
+			x.BytesPerSec/1e9, us(x.P50), us(x.P99), ratio, us(time.Duration(x.EnqueueNsPerCopy)), note)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if bound {
+		fmt.Fprintf(w, "* the host queued copies no faster than the device ran them (enqueue >= %.0f%% of device time):\n"+
+			"  GB/s there is the host's enqueue rate, a floor for the link's bandwidth\n", enqueueBoundShare*100)
 	}
 	if t := r.Tier; t != nil {
 		fmt.Fprintf(w, "hbm tier get %s (%d gets into pinned memory): p50 %s p99 %s, %.2f GB/s; copy alone p50 %s p99 %s\n",

@@ -426,6 +426,40 @@ func (s *stream) CopyD2D(dst, src DevPtr, n int64) (time.Duration, error) {
 	return s.copy("copy d2d", C.KVG_D2D, dst, nil, src, n, true)
 }
 
+func (s *stream) QueueRepeat(dir CopyDir, dst DevPtr, host []byte, src DevPtr, n int64, count int) error {
+	if s.closed {
+		return ErrClosed
+	}
+	switch {
+	case n <= 0 || count < 0:
+		return fmt.Errorf("%w: %d copies of %d bytes", ErrInvalid, count, n)
+	case dir != H2D && dir != D2H && dir != D2D:
+		return fmt.Errorf("%w: copy direction %d", ErrInvalid, dir)
+	case dir != D2D && int64(len(host)) < n:
+		return fmt.Errorf("%w: %d-byte host buffer for %d-byte copies", ErrInvalid, len(host), n)
+	case (dir != D2H && dst == 0) || (dir != H2D && src == 0):
+		return fmt.Errorf("%w: repeated copy with a null device pointer", ErrInvalid)
+	case count == 0:
+		return nil
+	}
+	if err := s.d.enter(); err != nil {
+		return err
+	}
+	defer s.d.mu.RUnlock()
+	var hp unsafe.Pointer
+	if dir != D2D {
+		hp = unsafe.Pointer(&host[0])
+	}
+	// The shim's device-side arguments: H2D and D2D write dst, D2H reads
+	// src through the first pointer.
+	dptr, dsrc := dst, src
+	if dir == D2H {
+		dptr, dsrc = src, 0
+	}
+	rc := C.kvg_copy_repeat(s.d.c, C.int(dir), C.uint64_t(dptr), hp, C.uint64_t(dsrc), C.size_t(n), C.long(count), s.h)
+	return s.d.err("copy repeat", rc)
+}
+
 func (s *stream) Record(e Event) error {
 	if s.closed {
 		return ErrClosed

@@ -892,3 +892,60 @@ func TestHIPFoundUnderROCmPath(t *testing.T) {
 		t.Fatalf("Info().Library = %q, want %q", got, lib)
 	}
 }
+
+func TestQueueRepeat(t *testing.T) {
+	vendors(t, func(t *testing.T, f *gputest.Fake, d gpu.Device) {
+		const n = 4096
+		host, err := d.AllocHost(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.FreeHost(host)
+		a, _ := d.Alloc(n)
+		b, _ := d.Alloc(n)
+		defer d.Free(a)
+		defer d.Free(b)
+		s, err := d.NewStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		copy(host, pattern(n, 3))
+		for _, step := range []struct {
+			dir       gpu.CopyDir
+			dst, src  gpu.DevPtr
+			host      []byte
+			wantError bool
+		}{
+			{gpu.H2D, a, 0, host, false},
+			{gpu.D2D, b, a, nil, false},
+			{gpu.D2H, 0, b, host, false},
+			{gpu.H2D, a, 0, host[:n/2], true}, // host shorter than n
+			{gpu.D2D, 0, a, nil, true},        // null destination
+			{9, a, a, host, true},             // no such direction
+		} {
+			if step.dir == gpu.D2H {
+				clear(host)
+			}
+			err := s.QueueRepeat(step.dir, step.dst, step.host, step.src, n, 3)
+			if step.wantError {
+				if !errors.Is(err, gpu.ErrInvalid) {
+					t.Errorf("dir %d: %v, want ErrInvalid", step.dir, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("dir %d: %v", step.dir, err)
+			}
+		}
+		if err := s.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(host, pattern(n, 3)) {
+			t.Fatal("bytes after H2D, D2D and D2H repeats differ")
+		}
+		if err := s.QueueRepeat(gpu.H2D, a, host, 0, n, 0); err != nil {
+			t.Fatalf("zero copies: %v", err)
+		}
+	})
+}

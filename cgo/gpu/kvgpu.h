@@ -79,6 +79,13 @@ typedef struct {
 kvg_copy_result kvg_copy(kvg_dev *d, int kind, uint64_t dptr, void *host, uint64_t dsrc, size_t n,
                          uintptr_t s, uintptr_t ev0, uintptr_t ev1, int wait);
 
+// kvg_copy_repeat queues count copies of the same n bytes on s in one call
+// (one context bind): for benchmarks, whose per-copy call overhead would
+// otherwise be what small-block rows measure. On failure it synchronizes
+// s before returning.
+int kvg_copy_repeat(kvg_dev *d, int kind, uint64_t dptr, void *host, uint64_t dsrc, size_t n,
+                    long count, uintptr_t s);
+
 int kvg_ipc_get(kvg_dev *d, void *handle64, uint64_t ptr);
 int kvg_ipc_open(kvg_dev *d, uint64_t *ptr, const void *handle64);
 int kvg_ipc_close(kvg_dev *d, uint64_t ptr);

@@ -493,28 +493,29 @@ int kvg_event_elapsed(kvg_dev *d, float *ms, uintptr_t start, uintptr_t stop) {
 	return event_elapsed(d, ms, start, stop);
 }
 
+// enqueue queues one asynchronous copy on st; the device must be bound.
+static inline int enqueue(kvg_dev *d, int kind, uint64_t dptr, void *host, uint64_t dsrc, size_t n, void *st) {
+	switch (kind) {
+	case KVG_H2D:
+		return IS_CUDA(d) ? d->f.cuMemcpyHtoDAsync(dptr, host, n, st)
+		                  : d->f.hipMemcpyAsync((void *)(uintptr_t)dptr, host, n, HIP_MEMCPY_H2D, st);
+	case KVG_D2H:
+		return IS_CUDA(d) ? d->f.cuMemcpyDtoHAsync(host, dptr, n, st)
+		                  : d->f.hipMemcpyAsync(host, (const void *)(uintptr_t)dptr, n, HIP_MEMCPY_D2H, st);
+	case KVG_D2D:
+		return IS_CUDA(d) ? d->f.cuMemcpyDtoDAsync(dptr, dsrc, n, st)
+		                  : d->f.hipMemcpyAsync((void *)(uintptr_t)dptr, (const void *)(uintptr_t)dsrc, n, HIP_MEMCPY_D2D, st);
+	}
+	return KVG_EINVAL;
+}
+
 static int copy_wait(kvg_dev *d, int kind, uint64_t dptr, void *host, uint64_t dsrc, size_t n,
                      uintptr_t s, uintptr_t ev0, uintptr_t ev1, int wait, float *ms) {
 	int rc;
 	void *st = (void *)s;
 	BIND(d);
 	if (ev0 != 0 && (rc = event_record(d, ev0, s)) != 0) return rc;
-	switch (kind) {
-	case KVG_H2D:
-		rc = IS_CUDA(d) ? d->f.cuMemcpyHtoDAsync(dptr, host, n, st)
-		                : d->f.hipMemcpyAsync((void *)(uintptr_t)dptr, host, n, HIP_MEMCPY_H2D, st);
-		break;
-	case KVG_D2H:
-		rc = IS_CUDA(d) ? d->f.cuMemcpyDtoHAsync(host, dptr, n, st)
-		                : d->f.hipMemcpyAsync(host, (const void *)(uintptr_t)dptr, n, HIP_MEMCPY_D2H, st);
-		break;
-	case KVG_D2D:
-		rc = IS_CUDA(d) ? d->f.cuMemcpyDtoDAsync(dptr, dsrc, n, st)
-		                : d->f.hipMemcpyAsync((void *)(uintptr_t)dptr, (const void *)(uintptr_t)dsrc, n, HIP_MEMCPY_D2D, st);
-		break;
-	default:
-		return KVG_EINVAL;
-	}
+	if ((rc = enqueue(d, kind, dptr, host, dsrc, n, st)) == KVG_EINVAL) return rc;
 	if (rc == 0 && ev1 != 0) {
 		rc = event_record(d, ev1, s);
 	}
@@ -537,6 +538,21 @@ kvg_copy_result kvg_copy(kvg_dev *d, int kind, uint64_t dptr, void *host, uint64
 	kvg_copy_result r = {0, 0};
 	r.rc = copy_wait(d, kind, dptr, host, dsrc, n, s, ev0, ev1, wait, &r.ms);
 	return r;
+}
+
+int kvg_copy_repeat(kvg_dev *d, int kind, uint64_t dptr, void *host, uint64_t dsrc, size_t n,
+                    long count, uintptr_t s) {
+	int rc = 0;
+	void *st = (void *)s;
+	BIND(d);
+	for (long i = 0; i < count; i++) {
+		if ((rc = enqueue(d, kind, dptr, host, dsrc, n, st)) != 0) {
+			// Nothing queued may run against memory the caller frees next.
+			(void)stream_sync(d, st);
+			return rc;
+		}
+	}
+	return 0;
 }
 
 int kvg_ipc_get(kvg_dev *d, void *handle64, uint64_t ptr) {
