@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kvtier/kvtier/cgo/gpu"
+	"github.com/kvtier/kvtier/cgo/nvmlinfo"
 )
 
 // Direction of a copy.
@@ -125,6 +126,9 @@ type Report struct {
 	Link    Link        `json:"link"`
 	Results []Result    `json:"results"`
 	Tier    *TierResult `json:"hbm_tier,omitempty"`
+	// GPUs is the host description: every NVIDIA GPU's telemetry when the
+	// run ended (nvmlinfo.ReadAll), empty without NVML.
+	GPUs []nvmlinfo.Telemetry `json:"gpus,omitempty"`
 }
 
 // Measure runs the configured copies on dev. link supplies the maximum

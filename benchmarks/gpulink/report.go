@@ -79,6 +79,12 @@ func (r Report) WriteTable(w io.Writer, verdicts []Verdict) error {
 		fmt.Fprintf(w, "* the host queued copies no faster than the device ran them (enqueue >= %.0f%% of device time):\n"+
 			"  GB/s there is the host's enqueue rate, a floor for the link's bandwidth\n", enqueueBoundShare*100)
 	}
+	for _, g := range r.GPUs {
+		fmt.Fprintf(w, "gpu %d: %s, %s of %s used, PCIe tx %s rx %s, util %s, %s, %s, link gen%d x%d (max gen%d x%d)\n",
+			g.Index, g.Name, FormatSize(g.MemUsed), FormatSize(g.MemTotal), gbps(g.PCIeTxBytesPerSec), gbps(g.PCIeRxBytesPerSec),
+			known(g.UtilGPU >= 0, fmt.Sprintf("%d%%", g.UtilGPU)), known(g.TemperatureC >= 0, fmt.Sprintf("%d C", g.TemperatureC)),
+			known(g.PowerWatts >= 0, fmt.Sprintf("%.0f W", g.PowerWatts)), g.PCIeGen, g.PCIeWidth, g.PCIeMaxGen, g.PCIeMaxWidth)
+	}
 	if t := r.Tier; t != nil {
 		fmt.Fprintf(w, "hbm tier get %s (%d gets into pinned memory): p50 %s p99 %s, %.2f GB/s; copy alone p50 %s p99 %s\n",
 			FormatSize(t.Size), t.Gets, us(t.P50), us(t.P99), t.BytesPerSec/1e9, us(t.CopyP50), us(t.CopyP99))
@@ -91,6 +97,20 @@ func (r Report) WriteTable(w io.Writer, verdicts []Verdict) error {
 		fmt.Fprintf(w, "%s %s %s: %s\n", status, v.Direction, FormatSize(v.Size), v.Reason)
 	}
 	return nil
+}
+
+func gbps(v float64) string {
+	if v < 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f GB/s", v/1e9)
+}
+
+func known(ok bool, s string) string {
+	if !ok {
+		return "n/a"
+	}
+	return s
 }
 
 func orUnknown(s string) string {

@@ -106,6 +106,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		rep.Tier = &tr
 	}
+	// The host description: every GPU's telemetry as the run ends (a busy
+	// or hot GPU explains a slow row). No NVML leaves it empty.
+	rep.GPUs, _ = nvmlinfo.ReadAll(nvmlOpts...)
 	verdicts := rep.Check(*minRatio)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

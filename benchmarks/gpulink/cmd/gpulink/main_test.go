@@ -28,7 +28,7 @@ func TestRun(t *testing.T) {
 		wantJSON bool
 	}{
 		{name: "table", args: append(quick, "-min-ratio", "0"), code: 0,
-			stdout: []string{"device: Fake GPU 0", "gen5 x16", "hbm tier get 256KiB", "PASS h2d 1MiB", "PASS d2h 4MiB"}},
+			stdout: []string{"device: Fake GPU 0", "gen5 x16", "hbm tier get 256KiB", "PASS h2d 1MiB", "PASS d2h 4MiB", "gpu 0: Fake NVML GPU 0"}},
 		{name: "check fails", args: append(quick, "-min-ratio", "1000", "-check"), code: 1, stdout: []string{"FAIL h2d 4MiB"}},
 		{name: "json", args: append(quick, "-json", "-dirs", "h2d"), code: 0, wantJSON: true},
 		{name: "no gpu", args: []string{"-lib", t.TempDir() + "/libcuda.so.1"}, code: 1, stderr: "no GPU"},
