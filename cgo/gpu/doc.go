@@ -30,7 +30,17 @@
 // current on the calling thread (cuCtxSetCurrent of the primary context,
 // or hipSetDevice) immediately before its driver call, in the same cgo
 // call, so no runtime.LockOSThread is needed and any goroutine may use a
-// Device. The cost is one thread-local store in the driver per call.
+// Device, and puts the thread's previous context (device) back before it
+// returns, so another CUDA or HIP user in the process keeps its own. The
+// cost is a few thread-local loads and stores in the driver per call.
+//
+// # Scheduling
+//
+// Open asks for blocking synchronization (CU_CTX_SCHED_BLOCKING_SYNC on
+// the primary context, hipDeviceScheduleBlockingSync) before the context
+// is made, so a goroutine waiting for a copy sleeps in the driver instead
+// of spinning a core. When another user in the process activated the
+// primary context first, its flags stay.
 //
 // # Caveats
 //

@@ -949,3 +949,64 @@ func TestQueueRepeat(t *testing.T) {
 		}
 	})
 }
+
+// TestBindingRestoresThreadState: another CUDA (or HIP) user in the process
+// has its own context (device) current on an OS thread; a kvtier call on
+// that thread must put it back, not leave kvtier's device current.
+func TestBindingRestoresThreadState(t *testing.T) {
+	for _, tc := range cudaAndHIP {
+		t.Run(tc.name, func(t *testing.T) {
+			f := gputest.BuildFake(t, tc.flags...)
+			f.SetDevices(2)
+			d := f.Open(t) // ordinal 0
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			set, get := f.SetThreadContext, f.ThreadContext
+			if tc.vendor == gpu.VendorHIP {
+				set, get = f.SetThreadHIPDevice, f.ThreadHIPDevice
+			}
+			set(1) // the other user's device 1
+			if _, _, err := d.MemInfo(); err != nil {
+				t.Fatal(err)
+			}
+			p, err := d.Alloc(4096)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := get(); got != 1 {
+				t.Fatalf("after kvtier's calls the thread's current device is %d, want the other user's 1", got)
+			}
+			if err := d.Free(p); err != nil {
+				t.Fatal(err)
+			}
+			if tc.vendor == gpu.VendorCUDA {
+				set(-1) // no context current: kvtier's calls still bind their own
+				if _, _, err := d.MemInfo(); err != nil {
+					t.Fatal(err)
+				}
+				if got := get(); got != -1 {
+					t.Fatalf("the thread's context is now device %d, want none", got)
+				}
+			}
+		})
+	}
+}
+
+// TestBlockingSync: waiting copies must not spin a core each, so Open asks
+// for blocking synchronization (CU_CTX_SCHED_BLOCKING_SYNC,
+// hipDeviceScheduleBlockingSync) before the context is made.
+func TestBlockingSync(t *testing.T) {
+	for _, tc := range cudaAndHIP {
+		t.Run(tc.name, func(t *testing.T) {
+			f := gputest.BuildFake(t, tc.flags...)
+			f.Open(t)
+			stat := "ctx_flags"
+			if tc.vendor == gpu.VendorHIP {
+				stat = "hip_flags"
+			}
+			if flags := f.Stat(stat); flags&0x4 == 0 {
+				t.Fatalf("%s = %#x: blocking sync (0x4) not requested", stat, flags)
+			}
+		})
+	}
+}

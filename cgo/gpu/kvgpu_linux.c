@@ -8,9 +8,17 @@
 // per OS thread, and a goroutine may run each cgo call on a different thread.
 // Every wrapper therefore makes the device current (cuCtxSetCurrent of the
 // retained primary context, or hipSetDevice) on the calling thread before the
-// driver call, inside the same C call, so nothing can run in between. Both
-// calls only write thread-local state in the driver and cost tens of
-// nanoseconds, far less than a copy.
+// driver call, inside the same C call, so nothing can run in between, and
+// restores the thread's previous context or device when it returns (BIND's
+// cleanup), so another CUDA or HIP user in the process that runs on the
+// same OS thread keeps its own. These calls only read and write
+// thread-local state in the driver and cost tens of nanoseconds, far less
+// than a copy.
+//
+// Scheduling: the primary context is asked for CU_CTX_SCHED_BLOCKING_SYNC
+// (HIP: hipDeviceScheduleBlockingSync) before it is retained, so a thread
+// waiting in cuStreamSynchronize sleeps instead of spinning a core: a
+// daemon with four copy lanes does not burn four cores.
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
@@ -30,6 +38,8 @@ typedef struct {
 #define CU_MEMHOSTALLOC_PORTABLE 0x1
 #define CU_MEMHOSTREGISTER_PORTABLE 0x1
 #define CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS 0x1
+#define CU_CTX_SCHED_BLOCKING_SYNC 0x4
+#define HIP_DEVICE_SCHEDULE_BLOCKING_SYNC 0x4
 #define HIP_STREAM_NON_BLOCKING 0x1
 #define HIP_EVENT_DEFAULT 0x0
 #define HIP_HOST_MALLOC_PORTABLE 0x1
@@ -55,6 +65,8 @@ typedef struct {
 	res_t (*cuDevicePrimaryCtxRetain)(void **, int);
 	res_t (*cuDevicePrimaryCtxRelease)(int);
 	res_t (*cuCtxSetCurrent)(void *);
+	res_t (*cuCtxGetCurrent)(void **);
+	res_t (*cuDevicePrimaryCtxSetFlags)(int, unsigned int);
 	res_t (*cuMemGetInfo)(size_t *, size_t *);
 	res_t (*cuMemAlloc)(unsigned long long *, size_t);
 	res_t (*cuMemFree)(unsigned long long);
@@ -83,6 +95,8 @@ typedef struct {
 	res_t (*hipDriverGetVersion)(int *);
 	res_t (*hipGetDeviceCount)(int *);
 	res_t (*hipSetDevice)(int);
+	res_t (*hipGetDevice)(int *);
+	res_t (*hipSetDeviceFlags)(unsigned int);
 	res_t (*hipDeviceGet)(int *, int);
 	res_t (*hipDeviceGetName)(char *, int, int);
 	res_t (*hipDeviceGetPCIBusId)(char *, int, int);
@@ -177,6 +191,8 @@ static int bind_cuda(kvg_dev *d, const char *path, char *msg, size_t msglen) {
 	OPT(cuIpcOpenMemHandle, "cuIpcOpenMemHandle_v2", "cuIpcOpenMemHandle");
 	OPT(cuIpcCloseMemHandle, "cuIpcCloseMemHandle", NULL);
 	OPT(cuGetErrorName, "cuGetErrorName", NULL);
+	OPT(cuCtxGetCurrent, "cuCtxGetCurrent", NULL);
+	OPT(cuDevicePrimaryCtxSetFlags, "cuDevicePrimaryCtxSetFlags_v2", "cuDevicePrimaryCtxSetFlags");
 	return 0;
 }
 
@@ -209,21 +225,55 @@ static int bind_hip(kvg_dev *d, const char *path, char *msg, size_t msglen) {
 	OPT(hipIpcOpenMemHandle, "hipIpcOpenMemHandle", NULL);
 	OPT(hipIpcCloseMemHandle, "hipIpcCloseMemHandle", NULL);
 	OPT(hipGetErrorName, "hipGetErrorName", NULL);
+	OPT(hipGetDevice, "hipGetDevice", NULL);
+	OPT(hipSetDeviceFlags, "hipSetDeviceFlags", NULL);
 	return 0;
 }
 
-// bind makes d's device current on the calling thread.
-static inline int bind(kvg_dev *d) {
+// bind_guard remembers the calling thread's context (CUDA) or device
+// (HIP) from before bind, to put back when the wrapper returns.
+typedef struct {
+	kvg_dev *d;
+	void *prev_ctx;
+	int prev_dev;
+	int restore;
+} bind_guard;
+
+// bind makes d's device current on the calling thread and records in g
+// what to restore.
+static inline int bind(kvg_dev *d, bind_guard *g) {
+	int rc;
+	g->d = d;
+	g->restore = 0;
 	if (d->vendor == KVG_VENDOR_CUDA) {
-		return d->f.cuCtxSetCurrent(d->ctx);
+		int known = d->f.cuCtxGetCurrent != NULL && d->f.cuCtxGetCurrent(&g->prev_ctx) == 0;
+		if ((rc = d->f.cuCtxSetCurrent(d->ctx)) != 0) return rc;
+		g->restore = known && g->prev_ctx != d->ctx;
+		return 0;
 	}
-	return d->f.hipSetDevice(d->ordinal);
+	int known = d->f.hipGetDevice != NULL && d->f.hipGetDevice(&g->prev_dev) == 0;
+	if ((rc = d->f.hipSetDevice(d->ordinal)) != 0) return rc;
+	g->restore = known && g->prev_dev != d->ordinal;
+	return 0;
 }
 
-#define BIND(d)                          \
-	do {                             \
-		int rc_ = bind(d);       \
-		if (rc_ != 0) return rc_; \
+// unbind restores what bind replaced (the cleanup of BIND's guard).
+static inline void unbind(bind_guard *g) {
+	if (!g->restore) return;
+	if (g->d->vendor == KVG_VENDOR_CUDA) {
+		(void)g->d->f.cuCtxSetCurrent(g->prev_ctx);
+	} else {
+		(void)g->d->f.hipSetDevice(g->prev_dev);
+	}
+}
+
+// BIND binds d for the rest of the calling function and restores the
+// thread's previous binding however the function returns.
+#define BIND(d)                                                              \
+	bind_guard guard_ __attribute__((cleanup(unbind))) = {0, NULL, 0, 0}; \
+	do {                                                                 \
+		int rc_ = bind(d, &guard_);                                  \
+		if (rc_ != 0) return rc_;                                    \
 	} while (0)
 
 #define IS_CUDA(d) ((d)->vendor == KVG_VENDOR_CUDA)
@@ -249,7 +299,20 @@ static int open_device(kvg_dev *d, int ordinal, char *msg, size_t msglen) {
 	STEP(cuda ? d->f.cuDeviceGet(&d->cudev, ordinal) : d->f.hipDeviceGet(&d->cudev, ordinal),
 	     cuda ? "cuDeviceGet" : "hipDeviceGet");
 	if (cuda) {
+		// Waits block instead of spinning. The flags cannot change once
+		// another user activated the primary context: then it keeps its
+		// own, which is not an error.
+		if (d->f.cuDevicePrimaryCtxSetFlags != NULL) {
+			(void)d->f.cuDevicePrimaryCtxSetFlags(d->cudev, CU_CTX_SCHED_BLOCKING_SYNC);
+		}
 		STEP(d->f.cuDevicePrimaryCtxRetain(&d->ctx, d->cudev), "cuDevicePrimaryCtxRetain");
+	} else if (d->f.hipSetDeviceFlags != NULL) {
+		// hipSetDeviceFlags acts on the current device; restore it after.
+		int prev = 0, known = d->f.hipGetDevice != NULL && d->f.hipGetDevice(&prev) == 0;
+		if (d->f.hipSetDevice(ordinal) == 0) {
+			(void)d->f.hipSetDeviceFlags(HIP_DEVICE_SCHEDULE_BLOCKING_SYNC);
+			if (known && prev != ordinal) (void)d->f.hipSetDevice(prev);
+		}
 	}
 	return 0;
 }

@@ -11,6 +11,7 @@ typedef int (*fail_fn)(const char *, long, long, int);
 typedef long (*count_fn)(const char *);
 typedef void (*setint_fn)(int);
 typedef void (*setsize_fn)(size_t);
+typedef int (*getint_fn)(void);
 
 static void *fake_open(const char *path) { return dlopen(path, RTLD_NOW | RTLD_LOCAL); }
 static void *fake_sym(void *h, const char *name) { return dlsym(h, name); }
@@ -18,6 +19,7 @@ static int call_fail(void *f, const char *n, long skip, long times, int code) { 
 static long call_count(void *f, const char *n) { return ((count_fn)f)(n); }
 static void call_setint(void *f, int v) { ((setint_fn)f)(v); }
 static void call_setsize(void *f, size_t v) { ((setsize_fn)f)(v); }
+static int call_getint(void *f) { return ((getint_fn)f)(); }
 */
 import "C"
 
@@ -57,6 +59,8 @@ func BuildFake(t testing.TB, flags ...Flag) *Fake {
 		{"fake_fail", &c.fail_}, {"fake_calls", &c.calls_}, {"fake_stat", &c.stat_},
 		{"fake_set_devices", &c.devices_}, {"fake_set_memory", &c.memory_}, {"fake_set_init_result", &c.init_},
 		{"fake_set_driver_version", &c.version_},
+		{"fake_set_thread_ctx", &c.setCtx_}, {"fake_thread_ctx", &c.ctx_},
+		{"fake_set_thread_hipdev", &c.setHipdev_}, {"fake_thread_hipdev", &c.hipdev_},
 	} {
 		cn := C.CString(s.name)
 		*s.dst = C.fake_sym(h, cn)
@@ -82,6 +86,7 @@ func RequireCgo(t testing.TB) {}
 // cfake calls the fake's control functions through dlsym'd pointers.
 type cfake struct {
 	fail_, calls_, stat_, devices_, memory_, init_, version_ unsafe.Pointer
+	setCtx_, ctx_, setHipdev_, hipdev_                       unsafe.Pointer
 }
 
 func (c *cfake) fail(name string, skip, times int64, code int) {
@@ -106,3 +111,9 @@ func (c *cfake) setDevices(n int)       { C.call_setint(c.devices_, C.int(n)) }
 func (c *cfake) setMemory(n int64)      { C.call_setsize(c.memory_, C.size_t(n)) }
 func (c *cfake) setInitResult(code int) { C.call_setint(c.init_, C.int(code)) }
 func (c *cfake) setDriverVersion(v int) { C.call_setint(c.version_, C.int(v)) }
+
+// The thread controls act on the calling OS thread: callers lock it.
+func (c *cfake) setThreadCtx(dev int)    { C.call_setint(c.setCtx_, C.int(dev)) }
+func (c *cfake) threadCtx() int          { return int(C.call_getint(c.ctx_)) }
+func (c *cfake) setThreadHIPDev(dev int) { C.call_setint(c.setHipdev_, C.int(dev)) }
+func (c *cfake) threadHIPDev() int       { return int(C.call_getint(c.hipdev_)) }

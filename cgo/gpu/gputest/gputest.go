@@ -87,6 +87,10 @@ type control interface {
 	setMemory(n int64)
 	setInitResult(code int)
 	setDriverVersion(v int)
+	setThreadCtx(dev int)
+	threadCtx() int
+	setThreadHIPDev(dev int)
+	threadHIPDev() int
 }
 
 // Fail makes the named entry point (e.g. "cuMemAlloc_v2", "hipMemcpyAsync")
@@ -101,7 +105,8 @@ func (f *Fake) Calls(name string) int64 { return f.ctl.calls(name) }
 // "events" (live objects), "pinned_copies", "pageable_copies", "ctx_refs",
 // "used0".."used7" (device bytes allocated), "registered_bytes" (host
 // bytes page-locked with cuMemHostRegister/hipHostRegister now),
-// "freed_imported" (device allocations freed while this process still
+// "ctx_flags" and "hip_flags" (device 0's primary context flags and
+// hipSetDeviceFlags), "freed_imported" (device allocations freed while this process still
 // had their IPC export open: undefined behaviour on a real driver). -1
 // for an unknown name.
 func (f *Fake) Stat(name string) int64 { return f.ctl.stat(name) }
@@ -117,6 +122,17 @@ func (f *Fake) SetMemory(n int64) { f.ctl.setMemory(n) }
 // it for the IPC flag: HIP 5 (e.g. 50422061) accepts only flags 0 in
 // hipIpcOpenMemHandle, HIP 6 only 1. Set it before Open.
 func (f *Fake) SetDriverVersion(v int) { f.ctl.setDriverVersion(v) }
+
+// SetThreadContext makes device dev's CUDA primary context current on the
+// calling OS thread (-1: none), as another CUDA user in the process would;
+// ThreadContext reports the device of the thread's current context (-1:
+// none). SetThreadHIPDevice and ThreadHIPDevice do the same for HIP's
+// current device. The caller must hold its OS thread
+// (runtime.LockOSThread).
+func (f *Fake) SetThreadContext(dev int)   { f.ctl.setThreadCtx(dev) }
+func (f *Fake) ThreadContext() int         { return f.ctl.threadCtx() }
+func (f *Fake) SetThreadHIPDevice(dev int) { f.ctl.setThreadHIPDev(dev) }
+func (f *Fake) ThreadHIPDevice() int       { return f.ctl.threadHIPDev() }
 
 // SetInitResult makes cuInit/hipInit return code.
 func (f *Fake) SetInitResult(code int) { f.ctl.setInitResult(code) }

@@ -111,7 +111,9 @@ static int g_ndev = 1;
 static size_t g_mem = 256 * MB;
 static int g_init_result = 0;
 static int g_version = 0; // 0: the defaults (CUDA 12040, HIP 60241)
-static long g_freed_imported; // device frees while this process still mapped their IPC export
+static long g_freed_imported;
+static unsigned g_ctx_flags[MAXDEV]; // cuDevicePrimaryCtxSetFlags
+static unsigned g_hip_flags[MAXDEV]; // hipSetDeviceFlags // device frees while this process still mapped their IPC export
 static int g_inited = 0;
 static alloc_t *g_allocs;
 static size_t g_used[MAXDEV];
@@ -253,6 +255,8 @@ EXPORT long fake_stat(const char *name) {
 	else if (strcmp(name, "pinned_copies") == 0) v = g_pinned_copies;
 	else if (strcmp(name, "pageable_copies") == 0) v = g_pageable_copies;
 	else if (strcmp(name, "freed_imported") == 0) v = g_freed_imported;
+	else if (strcmp(name, "ctx_flags") == 0) v = g_ctx_flags[0];
+	else if (strcmp(name, "hip_flags") == 0) v = g_hip_flags[0];
 	else if (strcmp(name, "registered_bytes") == 0) {
 		v = 0;
 		for (alloc_t *a = g_allocs; a; a = a->next) {
@@ -730,6 +734,33 @@ EXPORT int cuCtxSetCurrent(void *ctx) {
 	return E_OK;
 }
 
+EXPORT int cuCtxGetCurrent(void **ctx) {
+	ENTRY("cuCtxGetCurrent");
+	if (ctx == NULL) return E_INVALID_VALUE;
+	*ctx = t_ctx;
+	return E_OK;
+}
+
+static int ctx_set_flags(int d, unsigned flags) {
+	if (d < 0 || d >= ndev()) return E_INVALID_DEVICE;
+	pthread_mutex_lock(&mu);
+	g_ctx_flags[d] = flags;
+	pthread_mutex_unlock(&mu);
+	return E_OK;
+}
+
+EXPORT int cuDevicePrimaryCtxSetFlags_v2(int d, unsigned flags) { ENTRY("cuDevicePrimaryCtxSetFlags_v2"); return ctx_set_flags(d, flags); }
+EXPORT int cuDevicePrimaryCtxSetFlags(int d, unsigned flags) { ENTRY("cuDevicePrimaryCtxSetFlags"); return ctx_set_flags(d, flags); }
+
+// fake_set_thread_ctx makes device dev's primary context current on the
+// calling thread (-1: none), as another CUDA user in the process would;
+// fake_thread_ctx reports the calling thread's current context's device
+// (-1: none). HIP: fake_set_thread_hipdev and fake_thread_hipdev.
+EXPORT void fake_set_thread_ctx(int dev) { t_ctx = dev < 0 || dev >= MAXDEV ? NULL : &g_ctx[dev]; }
+EXPORT int fake_thread_ctx(void) { return t_ctx == NULL ? -1 : (int)(t_ctx - g_ctx); }
+EXPORT void fake_set_thread_hipdev(int dev) { t_hipdev = dev; }
+EXPORT int fake_thread_hipdev(void) { return t_hipdev; }
+
 EXPORT int cuMemGetInfo_v2(size_t *f, size_t *t) {
 	ENTRY("cuMemGetInfo_v2");
 	CTX(dev);
@@ -948,6 +979,23 @@ EXPORT int hipSetDevice(int d) {
 	ENTRY("hipSetDevice");
 	if (d < 0 || d >= ndev()) return E_INVALID_DEVICE;
 	t_hipdev = d;
+	return E_OK;
+}
+
+EXPORT int hipGetDevice(int *d) {
+	ENTRY("hipGetDevice");
+	if (d == NULL) return E_INVALID_VALUE;
+	*d = t_hipdev;
+	return E_OK;
+}
+
+EXPORT int hipSetDeviceFlags(unsigned flags) {
+	ENTRY("hipSetDeviceFlags");
+	int d = t_hipdev;
+	if (d < 0 || d >= ndev()) return E_INVALID_DEVICE;
+	pthread_mutex_lock(&mu);
+	g_hip_flags[d] = flags;
+	pthread_mutex_unlock(&mu);
 	return E_OK;
 }
 
