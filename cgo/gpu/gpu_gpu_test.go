@@ -15,6 +15,19 @@ import (
 	"github.com/kvtier/kvtier/cgo/gpu"
 )
 
+// TestMain holds one device open for the whole test binary, so the CUDA
+// primary context is created once: each test's Open and Close only take
+// and drop a reference. Without persistence mode, releasing the last
+// reference destroys the context, and recreating it per test takes
+// seconds on an 8-GPU node. Without a GPU nothing is held and the tests
+// fail on their own Open.
+func TestMain(m *testing.M) {
+	if d, err := gpu.Open(); err == nil {
+		defer d.Close()
+	}
+	m.Run()
+}
+
 func openReal(t *testing.T) gpu.Device {
 	t.Helper()
 	d, err := gpu.Open()
