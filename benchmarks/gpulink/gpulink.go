@@ -126,6 +126,10 @@ type Report struct {
 	Link    Link        `json:"link"`
 	Results []Result    `json:"results"`
 	Tier    *TierResult `json:"hbm_tier,omitempty"`
+	// GPUNUMANode is the GPU's NUMA node (sysfs), HostNUMANode the node
+	// the host buffers were placed on; -1 when unknown or not placed.
+	GPUNUMANode  int `json:"gpu_numa_node"`
+	HostNUMANode int `json:"host_numa_node"`
 	// GPUs is the host description: every NVIDIA GPU's telemetry when the
 	// run ended (nvmlinfo.ReadAll), empty without NVML.
 	GPUs []nvmlinfo.Telemetry `json:"gpus,omitempty"`
@@ -141,8 +145,27 @@ func Measure(ctx context.Context, dev gpu.Device, link Link, cfg Config) (Report
 	}
 	rep := Report{Device: dev.Info(), Link: link}
 	maxSize := slices.Max(cfg.Sizes)
+	var err error
 
-	host, freeHost, err := hostBuffer(dev, cfg.Host, int(maxSize))
+	// Host buffers go on the GPU's NUMA node when sysfs says which: they
+	// are allocated and first touched on a thread bound to its CPUs.
+	var (
+		host     []byte
+		freeHost func()
+	)
+	rep.GPUNUMANode, rep.HostNUMANode = numaNodeOf(rep.Device.PCIBusID), -1
+	alloc := func() {
+		if host, freeHost, err = hostBuffer(dev, cfg.Host, int(maxSize)); err == nil {
+			for i := 0; i < len(host); i += 4096 {
+				host[i] = 0 // first touch, on this thread
+			}
+		}
+	}
+	if rep.GPUNUMANode >= 0 && onNode(rep.GPUNUMANode, alloc) {
+		rep.HostNUMANode = rep.GPUNUMANode
+	} else {
+		alloc()
+	}
 	if err != nil {
 		return rep, err
 	}

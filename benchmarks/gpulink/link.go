@@ -59,12 +59,7 @@ func linkFromSysfs(root, busID string) (Link, error) {
 	if busID == "" {
 		return Link{}, errNoSysfs
 	}
-	// sysfs names devices dddd:bb:dd.f in lower case.
-	id := strings.ToLower(busID)
-	if dom, rest, ok := strings.Cut(id, ":"); ok && len(dom) > 4 {
-		id = dom[len(dom)-4:] + ":" + rest
-	}
-	dir := filepath.Join(root, id)
+	dir := filepath.Join(root, sysfsID(busID))
 	read := func(name string) string {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
@@ -102,4 +97,14 @@ func genOfSpeed(s string) int {
 		return 6
 	}
 	return 0
+}
+
+// sysfsID turns a bus id as CUDA or NVML print it ("00000000:3B:00.0")
+// into sysfs's device name (dddd:bb:dd.f, lower case).
+func sysfsID(busID string) string {
+	id := strings.ToLower(busID)
+	if dom, rest, ok := strings.Cut(id, ":"); ok && len(dom) > 4 {
+		id = dom[len(dom)-4:] + ":" + rest
+	}
+	return id
 }

@@ -57,6 +57,14 @@ func (r Report) WriteTable(w io.Writer, verdicts []Verdict) error {
 	} else {
 		fmt.Fprintln(w, "link:   maximum unknown (no NVML or sysfs information)")
 	}
+	switch {
+	case r.HostNUMANode >= 0:
+		fmt.Fprintf(w, "host:   buffers on NUMA node %d, the GPU's\n", r.HostNUMANode)
+	case r.GPUNUMANode >= 0:
+		fmt.Fprintf(w, "host:   GPU on NUMA node %d; buffers could not be placed there\n", r.GPUNUMANode)
+	default:
+		fmt.Fprintln(w, "host:   GPU's NUMA node unknown; buffers not placed")
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "dir\tsize\thost\tGB/s\tp50\tp99\t× link max\tenqueue/copy\tnote\t")
 	bound := false
