@@ -63,16 +63,17 @@ func WithBeforeStoreClose(fn func()) Option {
 type Server struct {
 	pb.UnimplementedKVTierServiceServer
 
-	cfg     Config
-	store   *tiers.Store
-	arena   Arena // nil: no shared-memory plane
-	hints   Hints
-	log     *slog.Logger
-	auth    *authenticator // nil: no token checks
-	metrics *metrics
-	health  *health.Server
-	shm     *shmPlane
-	gpus    *gpuCache // nil: no GPU telemetry (WithGPUs)
+	cfg      Config
+	store    *tiers.Store
+	arena    Arena // nil: no shared-memory plane
+	hints    Hints
+	log      *slog.Logger
+	auth     *authenticator // nil: no token checks
+	metrics  *metrics
+	health   *health.Server
+	shm      *shmPlane
+	gpus     *gpuCache // nil: no GPU telemetry (WithGPUs)
+	hbmArena HBMArena  // nil: no HBM arena to lease (WithHBMArena)
 
 	lookupPool  sync.Pool // *lookupBufs
 	beforeClose []func()

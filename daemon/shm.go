@@ -259,6 +259,24 @@ func (s *Server) Attach(req *pb.AttachRequest, stream pb.KVTierService_AttachSer
 	}
 }
 
+// localPeer checks that the caller may map the daemon's memory (what: in
+// messages): a peer on the Unix socket with the daemon's uid or root,
+// whose token allows every namespace. unavailable is wrapped when the call
+// did not come over the Unix socket.
+func localPeer(ctx context.Context, what string, unavailable error) (PeerCred, error) {
+	cred, ok := peerCredOf(ctx)
+	if !ok {
+		return cred, fmt.Errorf("%w: %s is only offered on the Unix socket", unavailable, what)
+	}
+	if uid := uint32(os.Geteuid()); cred.UID != uid && cred.UID != 0 {
+		return cred, fmt.Errorf("%w: %s is for uid %d (the daemon's) or root; peer is uid %d", ErrPermissionDenied, what, uid, cred.UID)
+	}
+	if pr := principalOf(ctx); !pr.all {
+		return cred, fmt.Errorf("%w: %s needs a token allowed every namespace; %q is not", ErrPermissionDenied, what, pr.name)
+	}
+	return cred, nil
+}
+
 // open checks that the caller may use shared memory and registers a session.
 func (p *shmPlane) open(ctx context.Context, name string) (*session, [fdTokenLen]byte, error) {
 	var tok [fdTokenLen]byte
@@ -266,15 +284,9 @@ func (p *shmPlane) open(ctx context.Context, name string) (*session, [fdTokenLen
 	if s.arena == nil {
 		return nil, tok, fmt.Errorf("%w: this daemon has no shareable DRAM arena", ErrShmUnavailable)
 	}
-	cred, ok := peerCredOf(ctx)
-	if !ok {
-		return nil, tok, fmt.Errorf("%w: shared memory is only offered on the Unix socket", ErrShmUnavailable)
-	}
-	if uid := uint32(os.Geteuid()); cred.UID != uid && cred.UID != 0 {
-		return nil, tok, fmt.Errorf("%w: shared memory is for uid %d (the daemon's) or root; peer is uid %d", ErrPermissionDenied, uid, cred.UID)
-	}
-	if pr := principalOf(ctx); !pr.all {
-		return nil, tok, fmt.Errorf("%w: shared memory needs a token allowed every namespace; %q is not", ErrPermissionDenied, pr.name)
+	cred, err := localPeer(ctx, "shared memory", ErrShmUnavailable)
+	if err != nil {
+		return nil, tok, err
 	}
 	select {
 	case <-s.stopping:

@@ -319,7 +319,7 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 			prev := closeAll
 			closeAll = func() { _ = h.tier.Close(); h.release(); prev() }
 			defer h.closeDevice()
-			opts = append(opts, daemon.WithBeforeStoreClose(h.release))
+			opts = append(opts, daemon.WithBeforeStoreClose(h.release), daemon.WithHBMArena(hbmArena{h.tier}))
 		}
 	}
 	log.Info("kvtier serve: opening the store",

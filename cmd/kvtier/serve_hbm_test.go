@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/kvtier/kvtier/cgo/gpu"
 	"github.com/kvtier/kvtier/cgo/gpu/gputest"
@@ -47,6 +48,18 @@ func TestOpenHBMPinsLazily(t *testing.T) {
 	}
 	if n := fake.Stat("registered_bytes"); n != hostPinChunk {
 		t.Fatalf("%d bytes page-locked after one put, want one %d-byte chunk", n, int64(hostPinChunk))
+	}
+	// The daemon's view of the tier's IPC leases.
+	exp := hbmArena{h.tier}
+	ex, err := exp.AttachIPC(time.Second)
+	if err != nil || ex.Size != 8<<20 || ex.Offset != 0 || ex.Handle == [64]byte{} {
+		t.Fatalf("AttachIPC through the adapter = %+v, %v", ex, err)
+	}
+	if err := exp.RenewIPC(ex.ID, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := exp.DetachIPC(ex.ID); err != nil || h.tier.Importers() != 0 {
+		t.Fatalf("DetachIPC: %v, %d importers left", err, h.tier.Importers())
 	}
 	h.release()
 	if err := h.tier.Close(); err != nil {

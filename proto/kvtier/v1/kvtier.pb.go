@@ -1770,6 +1770,143 @@ func (x *GpuDeviceTelemetry) GetPcieLinkMaxBytesPerSecond() float64 {
 	return 0
 }
 
+// AttachHbmArenaRequest is a message of an AttachHbmArena stream.
+type AttachHbmArenaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A name for the client, used in logs only (first message). At most 128 bytes.
+	ClientName string `protobuf:"bytes,1,opt,name=client_name,json=clientName,proto3" json:"client_name,omitempty"`
+	// The client has closed its mapping: the lease ends.
+	Detach        bool `protobuf:"varint,2,opt,name=detach,proto3" json:"detach,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachHbmArenaRequest) Reset() {
+	*x = AttachHbmArenaRequest{}
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachHbmArenaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachHbmArenaRequest) ProtoMessage() {}
+
+func (x *AttachHbmArenaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachHbmArenaRequest.ProtoReflect.Descriptor instead.
+func (*AttachHbmArenaRequest) Descriptor() ([]byte, []int) {
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AttachHbmArenaRequest) GetClientName() string {
+	if x != nil {
+		return x.ClientName
+	}
+	return ""
+}
+
+func (x *AttachHbmArenaRequest) GetDetach() bool {
+	if x != nil {
+		return x.Detach
+	}
+	return false
+}
+
+// AttachHbmArenaResponse is the lease (first message) or a notice.
+type AttachHbmArenaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The 64-byte IPC handle of the allocation holding the arena (first message).
+	IpcHandle []byte `protobuf:"bytes,1,opt,name=ipc_handle,json=ipcHandle,proto3" json:"ipc_handle,omitempty"`
+	// Where the arena starts in the exported allocation, in bytes.
+	Offset uint64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The arena's length in bytes.
+	ArenaBytes uint64 `protobuf:"varint,3,opt,name=arena_bytes,json=arenaBytes,proto3" json:"arena_bytes,omitempty"`
+	// How long the lease outlives a stream that ends without detach.
+	LeaseTtlMs uint32 `protobuf:"varint,4,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	// The daemon is stopping: close the mapping and send detach.
+	Closing       bool `protobuf:"varint,5,opt,name=closing,proto3" json:"closing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachHbmArenaResponse) Reset() {
+	*x = AttachHbmArenaResponse{}
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachHbmArenaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachHbmArenaResponse) ProtoMessage() {}
+
+func (x *AttachHbmArenaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachHbmArenaResponse.ProtoReflect.Descriptor instead.
+func (*AttachHbmArenaResponse) Descriptor() ([]byte, []int) {
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AttachHbmArenaResponse) GetIpcHandle() []byte {
+	if x != nil {
+		return x.IpcHandle
+	}
+	return nil
+}
+
+func (x *AttachHbmArenaResponse) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *AttachHbmArenaResponse) GetArenaBytes() uint64 {
+	if x != nil {
+		return x.ArenaBytes
+	}
+	return 0
+}
+
+func (x *AttachHbmArenaResponse) GetLeaseTtlMs() uint32 {
+	if x != nil {
+		return x.LeaseTtlMs
+	}
+	return 0
+}
+
+func (x *AttachHbmArenaResponse) GetClosing() bool {
+	if x != nil {
+		return x.Closing
+	}
+	return false
+}
+
 // AttachRequest opens a shared-memory session.
 type AttachRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1781,7 +1918,7 @@ type AttachRequest struct {
 
 func (x *AttachRequest) Reset() {
 	*x = AttachRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[19]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +1930,7 @@ func (x *AttachRequest) String() string {
 func (*AttachRequest) ProtoMessage() {}
 
 func (x *AttachRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[19]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +1943,7 @@ func (x *AttachRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachRequest.ProtoReflect.Descriptor instead.
 func (*AttachRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{19}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AttachRequest) GetClientName() string {
@@ -1839,7 +1976,7 @@ type AttachSession struct {
 
 func (x *AttachSession) Reset() {
 	*x = AttachSession{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[20]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +1988,7 @@ func (x *AttachSession) String() string {
 func (*AttachSession) ProtoMessage() {}
 
 func (x *AttachSession) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[20]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +2001,7 @@ func (x *AttachSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachSession.ProtoReflect.Descriptor instead.
 func (*AttachSession) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{20}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AttachSession) GetSessionId() []byte {
@@ -1930,7 +2067,7 @@ type AttachResponse struct {
 
 func (x *AttachResponse) Reset() {
 	*x = AttachResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[21]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1942,7 +2079,7 @@ func (x *AttachResponse) String() string {
 func (*AttachResponse) ProtoMessage() {}
 
 func (x *AttachResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[21]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1955,7 +2092,7 @@ func (x *AttachResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachResponse.ProtoReflect.Descriptor instead.
 func (*AttachResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{21}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AttachResponse) GetSession() *AttachSession {
@@ -1997,7 +2134,7 @@ type ReserveSlotRequest struct {
 
 func (x *ReserveSlotRequest) Reset() {
 	*x = ReserveSlotRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[22]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2146,7 @@ func (x *ReserveSlotRequest) String() string {
 func (*ReserveSlotRequest) ProtoMessage() {}
 
 func (x *ReserveSlotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[22]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2159,7 @@ func (x *ReserveSlotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReserveSlotRequest.ProtoReflect.Descriptor instead.
 func (*ReserveSlotRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{22}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReserveSlotRequest) GetSessionId() []byte {
@@ -2087,7 +2224,7 @@ type ReserveSlotResponse struct {
 
 func (x *ReserveSlotResponse) Reset() {
 	*x = ReserveSlotResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[23]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2236,7 @@ func (x *ReserveSlotResponse) String() string {
 func (*ReserveSlotResponse) ProtoMessage() {}
 
 func (x *ReserveSlotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[23]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2249,7 @@ func (x *ReserveSlotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReserveSlotResponse.ProtoReflect.Descriptor instead.
 func (*ReserveSlotResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{23}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReserveSlotResponse) GetLeaseId() uint64 {
@@ -2167,7 +2304,7 @@ type CommitSlotRequest struct {
 
 func (x *CommitSlotRequest) Reset() {
 	*x = CommitSlotRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[24]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2316,7 @@ func (x *CommitSlotRequest) String() string {
 func (*CommitSlotRequest) ProtoMessage() {}
 
 func (x *CommitSlotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[24]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2329,7 @@ func (x *CommitSlotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSlotRequest.ProtoReflect.Descriptor instead.
 func (*CommitSlotRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{24}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CommitSlotRequest) GetSessionId() []byte {
@@ -2232,7 +2369,7 @@ type CommitSlotResponse struct {
 
 func (x *CommitSlotResponse) Reset() {
 	*x = CommitSlotResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[25]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2381,7 @@ func (x *CommitSlotResponse) String() string {
 func (*CommitSlotResponse) ProtoMessage() {}
 
 func (x *CommitSlotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[25]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2394,7 @@ func (x *CommitSlotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommitSlotResponse.ProtoReflect.Descriptor instead.
 func (*CommitSlotResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{25}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{27}
 }
 
 // AbortSlotRequest drops a reservation.
@@ -2273,7 +2410,7 @@ type AbortSlotRequest struct {
 
 func (x *AbortSlotRequest) Reset() {
 	*x = AbortSlotRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[26]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2422,7 @@ func (x *AbortSlotRequest) String() string {
 func (*AbortSlotRequest) ProtoMessage() {}
 
 func (x *AbortSlotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[26]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2435,7 @@ func (x *AbortSlotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortSlotRequest.ProtoReflect.Descriptor instead.
 func (*AbortSlotRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{26}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AbortSlotRequest) GetSessionId() []byte {
@@ -2324,7 +2461,7 @@ type AbortSlotResponse struct {
 
 func (x *AbortSlotResponse) Reset() {
 	*x = AbortSlotResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[27]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2336,7 +2473,7 @@ func (x *AbortSlotResponse) String() string {
 func (*AbortSlotResponse) ProtoMessage() {}
 
 func (x *AbortSlotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[27]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2349,7 +2486,7 @@ func (x *AbortSlotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortSlotResponse.ProtoReflect.Descriptor instead.
 func (*AbortSlotResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{27}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{29}
 }
 
 // PinBlockRequest pins a block for reading through shared memory.
@@ -2374,7 +2511,7 @@ type PinBlockRequest struct {
 
 func (x *PinBlockRequest) Reset() {
 	*x = PinBlockRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[28]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +2523,7 @@ func (x *PinBlockRequest) String() string {
 func (*PinBlockRequest) ProtoMessage() {}
 
 func (x *PinBlockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[28]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +2536,7 @@ func (x *PinBlockRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBlockRequest.ProtoReflect.Descriptor instead.
 func (*PinBlockRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{28}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PinBlockRequest) GetSessionId() []byte {
@@ -2456,7 +2593,7 @@ type PinBlockResponse struct {
 
 func (x *PinBlockResponse) Reset() {
 	*x = PinBlockResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[29]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +2605,7 @@ func (x *PinBlockResponse) String() string {
 func (*PinBlockResponse) ProtoMessage() {}
 
 func (x *PinBlockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[29]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +2618,7 @@ func (x *PinBlockResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinBlockResponse.ProtoReflect.Descriptor instead.
 func (*PinBlockResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{29}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PinBlockResponse) GetLeaseId() uint64 {
@@ -2532,7 +2669,7 @@ type PinStreamRequest struct {
 
 func (x *PinStreamRequest) Reset() {
 	*x = PinStreamRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[30]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2544,7 +2681,7 @@ func (x *PinStreamRequest) String() string {
 func (*PinStreamRequest) ProtoMessage() {}
 
 func (x *PinStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[30]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2557,7 +2694,7 @@ func (x *PinStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinStreamRequest.ProtoReflect.Descriptor instead.
 func (*PinStreamRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{30}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PinStreamRequest) GetId() uint64 {
@@ -2591,7 +2728,7 @@ type PinStreamResponse struct {
 
 func (x *PinStreamResponse) Reset() {
 	*x = PinStreamResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[31]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2603,7 +2740,7 @@ func (x *PinStreamResponse) String() string {
 func (*PinStreamResponse) ProtoMessage() {}
 
 func (x *PinStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[31]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2616,7 +2753,7 @@ func (x *PinStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinStreamResponse.ProtoReflect.Descriptor instead.
 func (*PinStreamResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{31}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PinStreamResponse) GetId() uint64 {
@@ -2668,7 +2805,7 @@ type HintRequest struct {
 
 func (x *HintRequest) Reset() {
 	*x = HintRequest{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[32]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2680,7 +2817,7 @@ func (x *HintRequest) String() string {
 func (*HintRequest) ProtoMessage() {}
 
 func (x *HintRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[32]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2693,7 +2830,7 @@ func (x *HintRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintRequest.ProtoReflect.Descriptor instead.
 func (*HintRequest) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{32}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *HintRequest) GetId() uint64 {
@@ -2794,7 +2931,7 @@ type RequestArrivedHint struct {
 
 func (x *RequestArrivedHint) Reset() {
 	*x = RequestArrivedHint{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[33]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +2943,7 @@ func (x *RequestArrivedHint) String() string {
 func (*RequestArrivedHint) ProtoMessage() {}
 
 func (x *RequestArrivedHint) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[33]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +2956,7 @@ func (x *RequestArrivedHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestArrivedHint.ProtoReflect.Descriptor instead.
 func (*RequestArrivedHint) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{33}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RequestArrivedHint) GetRequestId() string {
@@ -2893,7 +3030,7 @@ type LayerAttentionHint struct {
 
 func (x *LayerAttentionHint) Reset() {
 	*x = LayerAttentionHint{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2905,7 +3042,7 @@ func (x *LayerAttentionHint) String() string {
 func (*LayerAttentionHint) ProtoMessage() {}
 
 func (x *LayerAttentionHint) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2918,7 +3055,7 @@ func (x *LayerAttentionHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LayerAttentionHint.ProtoReflect.Descriptor instead.
 func (*LayerAttentionHint) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{34}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LayerAttentionHint) GetRequestId() string {
@@ -2967,7 +3104,7 @@ type RequestFinishedHint struct {
 
 func (x *RequestFinishedHint) Reset() {
 	*x = RequestFinishedHint{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3116,7 @@ func (x *RequestFinishedHint) String() string {
 func (*RequestFinishedHint) ProtoMessage() {}
 
 func (x *RequestFinishedHint) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3129,7 @@ func (x *RequestFinishedHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestFinishedHint.ProtoReflect.Descriptor instead.
 func (*RequestFinishedHint) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{35}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RequestFinishedHint) GetRequestId() string {
@@ -3015,7 +3152,7 @@ type HintResponse struct {
 
 func (x *HintResponse) Reset() {
 	*x = HintResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[36]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3164,7 @@ func (x *HintResponse) String() string {
 func (*HintResponse) ProtoMessage() {}
 
 func (x *HintResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[36]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3177,7 @@ func (x *HintResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintResponse.ProtoReflect.Descriptor instead.
 func (*HintResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{36}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *HintResponse) GetId() uint64 {
@@ -3184,7 +3321,20 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\x0fpcie_link_width\x18\r \x01(\rR\rpcieLinkWidth\x127\n" +
 	"\x18pcie_link_max_generation\x18\x0e \x01(\rR\x15pcieLinkMaxGeneration\x12-\n" +
 	"\x13pcie_link_max_width\x18\x0f \x01(\rR\x10pcieLinkMaxWidth\x12A\n" +
-	"\x1epcie_link_max_bytes_per_second\x18\x10 \x01(\x01R\x19pcieLinkMaxBytesPerSecond\"0\n" +
+	"\x1epcie_link_max_bytes_per_second\x18\x10 \x01(\x01R\x19pcieLinkMaxBytesPerSecond\"P\n" +
+	"\x15AttachHbmArenaRequest\x12\x1f\n" +
+	"\vclient_name\x18\x01 \x01(\tR\n" +
+	"clientName\x12\x16\n" +
+	"\x06detach\x18\x02 \x01(\bR\x06detach\"\xac\x01\n" +
+	"\x16AttachHbmArenaResponse\x12\x1d\n" +
+	"\n" +
+	"ipc_handle\x18\x01 \x01(\fR\tipcHandle\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x1f\n" +
+	"\varena_bytes\x18\x03 \x01(\x04R\n" +
+	"arenaBytes\x12 \n" +
+	"\flease_ttl_ms\x18\x04 \x01(\rR\n" +
+	"leaseTtlMs\x12\x18\n" +
+	"\aclosing\x18\x05 \x01(\bR\aclosing\"0\n" +
 	"\rAttachRequest\x12\x1f\n" +
 	"\vclient_name\x18\x01 \x01(\tR\n" +
 	"clientName\"\x80\x02\n" +
@@ -3307,7 +3457,7 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\x15HASH_ALGO_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eHASH_ALGO_XXH3\x10\x01\x12\x19\n" +
 	"\x15HASH_ALGO_SHA256_CBOR\x10\x02\x12\x19\n" +
-	"\x15HASH_ALGO_XXHASH_CBOR\x10\x032\xeb\x06\n" +
+	"\x15HASH_ALGO_XXHASH_CBOR\x10\x032\xc6\a\n" +
 	"\rKVTierService\x126\n" +
 	"\x03Put\x12\x15.kvtier.v1.PutRequest\x1a\x16.kvtier.v1.PutResponse(\x01\x126\n" +
 	"\x03Get\x12\x15.kvtier.v1.GetRequest\x1a\x16.kvtier.v1.GetResponse0\x01\x12=\n" +
@@ -3315,7 +3465,8 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\aRelease\x12\x19.kvtier.v1.ReleaseRequest\x1a\x1a.kvtier.v1.ReleaseResponse\x12=\n" +
 	"\x06Delete\x12\x18.kvtier.v1.DeleteRequest\x1a\x19.kvtier.v1.DeleteResponse\x12:\n" +
 	"\x05Stats\x12\x17.kvtier.v1.StatsRequest\x1a\x18.kvtier.v1.StatsResponse\x12?\n" +
-	"\x06Attach\x12\x18.kvtier.v1.AttachRequest\x1a\x19.kvtier.v1.AttachResponse0\x01\x12L\n" +
+	"\x06Attach\x12\x18.kvtier.v1.AttachRequest\x1a\x19.kvtier.v1.AttachResponse0\x01\x12Y\n" +
+	"\x0eAttachHbmArena\x12 .kvtier.v1.AttachHbmArenaRequest\x1a!.kvtier.v1.AttachHbmArenaResponse(\x010\x01\x12L\n" +
 	"\vReserveSlot\x12\x1d.kvtier.v1.ReserveSlotRequest\x1a\x1e.kvtier.v1.ReserveSlotResponse\x12I\n" +
 	"\n" +
 	"CommitSlot\x12\x1c.kvtier.v1.CommitSlotRequest\x1a\x1d.kvtier.v1.CommitSlotResponse\x12F\n" +
@@ -3337,49 +3488,51 @@ func file_kvtier_v1_kvtier_proto_rawDescGZIP() []byte {
 }
 
 var file_kvtier_v1_kvtier_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kvtier_v1_kvtier_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_kvtier_v1_kvtier_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_kvtier_v1_kvtier_proto_goTypes = []any{
-	(Dtype)(0),                  // 0: kvtier.v1.Dtype
-	(KVOrder)(0),                // 1: kvtier.v1.KVOrder
-	(Tier)(0),                   // 2: kvtier.v1.Tier
-	(HashAlgo)(0),               // 3: kvtier.v1.HashAlgo
-	(*Key)(nil),                 // 4: kvtier.v1.Key
-	(*Layout)(nil),              // 5: kvtier.v1.Layout
-	(*ArenaSlot)(nil),           // 6: kvtier.v1.ArenaSlot
-	(*PutHeader)(nil),           // 7: kvtier.v1.PutHeader
-	(*PutRequest)(nil),          // 8: kvtier.v1.PutRequest
-	(*PutResponse)(nil),         // 9: kvtier.v1.PutResponse
-	(*GetRequest)(nil),          // 10: kvtier.v1.GetRequest
-	(*GetResponse)(nil),         // 11: kvtier.v1.GetResponse
-	(*HashParams)(nil),          // 12: kvtier.v1.HashParams
-	(*LookupRequest)(nil),       // 13: kvtier.v1.LookupRequest
-	(*LookupResponse)(nil),      // 14: kvtier.v1.LookupResponse
-	(*ReleaseRequest)(nil),      // 15: kvtier.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),     // 16: kvtier.v1.ReleaseResponse
-	(*DeleteRequest)(nil),       // 17: kvtier.v1.DeleteRequest
-	(*DeleteResponse)(nil),      // 18: kvtier.v1.DeleteResponse
-	(*StatsRequest)(nil),        // 19: kvtier.v1.StatsRequest
-	(*TierStats)(nil),           // 20: kvtier.v1.TierStats
-	(*StatsResponse)(nil),       // 21: kvtier.v1.StatsResponse
-	(*GpuDeviceTelemetry)(nil),  // 22: kvtier.v1.GpuDeviceTelemetry
-	(*AttachRequest)(nil),       // 23: kvtier.v1.AttachRequest
-	(*AttachSession)(nil),       // 24: kvtier.v1.AttachSession
-	(*AttachResponse)(nil),      // 25: kvtier.v1.AttachResponse
-	(*ReserveSlotRequest)(nil),  // 26: kvtier.v1.ReserveSlotRequest
-	(*ReserveSlotResponse)(nil), // 27: kvtier.v1.ReserveSlotResponse
-	(*CommitSlotRequest)(nil),   // 28: kvtier.v1.CommitSlotRequest
-	(*CommitSlotResponse)(nil),  // 29: kvtier.v1.CommitSlotResponse
-	(*AbortSlotRequest)(nil),    // 30: kvtier.v1.AbortSlotRequest
-	(*AbortSlotResponse)(nil),   // 31: kvtier.v1.AbortSlotResponse
-	(*PinBlockRequest)(nil),     // 32: kvtier.v1.PinBlockRequest
-	(*PinBlockResponse)(nil),    // 33: kvtier.v1.PinBlockResponse
-	(*PinStreamRequest)(nil),    // 34: kvtier.v1.PinStreamRequest
-	(*PinStreamResponse)(nil),   // 35: kvtier.v1.PinStreamResponse
-	(*HintRequest)(nil),         // 36: kvtier.v1.HintRequest
-	(*RequestArrivedHint)(nil),  // 37: kvtier.v1.RequestArrivedHint
-	(*LayerAttentionHint)(nil),  // 38: kvtier.v1.LayerAttentionHint
-	(*RequestFinishedHint)(nil), // 39: kvtier.v1.RequestFinishedHint
-	(*HintResponse)(nil),        // 40: kvtier.v1.HintResponse
+	(Dtype)(0),                     // 0: kvtier.v1.Dtype
+	(KVOrder)(0),                   // 1: kvtier.v1.KVOrder
+	(Tier)(0),                      // 2: kvtier.v1.Tier
+	(HashAlgo)(0),                  // 3: kvtier.v1.HashAlgo
+	(*Key)(nil),                    // 4: kvtier.v1.Key
+	(*Layout)(nil),                 // 5: kvtier.v1.Layout
+	(*ArenaSlot)(nil),              // 6: kvtier.v1.ArenaSlot
+	(*PutHeader)(nil),              // 7: kvtier.v1.PutHeader
+	(*PutRequest)(nil),             // 8: kvtier.v1.PutRequest
+	(*PutResponse)(nil),            // 9: kvtier.v1.PutResponse
+	(*GetRequest)(nil),             // 10: kvtier.v1.GetRequest
+	(*GetResponse)(nil),            // 11: kvtier.v1.GetResponse
+	(*HashParams)(nil),             // 12: kvtier.v1.HashParams
+	(*LookupRequest)(nil),          // 13: kvtier.v1.LookupRequest
+	(*LookupResponse)(nil),         // 14: kvtier.v1.LookupResponse
+	(*ReleaseRequest)(nil),         // 15: kvtier.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),        // 16: kvtier.v1.ReleaseResponse
+	(*DeleteRequest)(nil),          // 17: kvtier.v1.DeleteRequest
+	(*DeleteResponse)(nil),         // 18: kvtier.v1.DeleteResponse
+	(*StatsRequest)(nil),           // 19: kvtier.v1.StatsRequest
+	(*TierStats)(nil),              // 20: kvtier.v1.TierStats
+	(*StatsResponse)(nil),          // 21: kvtier.v1.StatsResponse
+	(*GpuDeviceTelemetry)(nil),     // 22: kvtier.v1.GpuDeviceTelemetry
+	(*AttachHbmArenaRequest)(nil),  // 23: kvtier.v1.AttachHbmArenaRequest
+	(*AttachHbmArenaResponse)(nil), // 24: kvtier.v1.AttachHbmArenaResponse
+	(*AttachRequest)(nil),          // 25: kvtier.v1.AttachRequest
+	(*AttachSession)(nil),          // 26: kvtier.v1.AttachSession
+	(*AttachResponse)(nil),         // 27: kvtier.v1.AttachResponse
+	(*ReserveSlotRequest)(nil),     // 28: kvtier.v1.ReserveSlotRequest
+	(*ReserveSlotResponse)(nil),    // 29: kvtier.v1.ReserveSlotResponse
+	(*CommitSlotRequest)(nil),      // 30: kvtier.v1.CommitSlotRequest
+	(*CommitSlotResponse)(nil),     // 31: kvtier.v1.CommitSlotResponse
+	(*AbortSlotRequest)(nil),       // 32: kvtier.v1.AbortSlotRequest
+	(*AbortSlotResponse)(nil),      // 33: kvtier.v1.AbortSlotResponse
+	(*PinBlockRequest)(nil),        // 34: kvtier.v1.PinBlockRequest
+	(*PinBlockResponse)(nil),       // 35: kvtier.v1.PinBlockResponse
+	(*PinStreamRequest)(nil),       // 36: kvtier.v1.PinStreamRequest
+	(*PinStreamResponse)(nil),      // 37: kvtier.v1.PinStreamResponse
+	(*HintRequest)(nil),            // 38: kvtier.v1.HintRequest
+	(*RequestArrivedHint)(nil),     // 39: kvtier.v1.RequestArrivedHint
+	(*LayerAttentionHint)(nil),     // 40: kvtier.v1.LayerAttentionHint
+	(*RequestFinishedHint)(nil),    // 41: kvtier.v1.RequestFinishedHint
+	(*HintResponse)(nil),           // 42: kvtier.v1.HintResponse
 }
 var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	0,  // 0: kvtier.v1.Layout.dtype:type_name -> kvtier.v1.Dtype
@@ -3398,7 +3551,7 @@ var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	2,  // 13: kvtier.v1.TierStats.tier:type_name -> kvtier.v1.Tier
 	20, // 14: kvtier.v1.StatsResponse.tiers:type_name -> kvtier.v1.TierStats
 	22, // 15: kvtier.v1.StatsResponse.gpus:type_name -> kvtier.v1.GpuDeviceTelemetry
-	24, // 16: kvtier.v1.AttachResponse.session:type_name -> kvtier.v1.AttachSession
+	26, // 16: kvtier.v1.AttachResponse.session:type_name -> kvtier.v1.AttachSession
 	4,  // 17: kvtier.v1.ReserveSlotRequest.key:type_name -> kvtier.v1.Key
 	5,  // 18: kvtier.v1.ReserveSlotRequest.layout:type_name -> kvtier.v1.Layout
 	6,  // 19: kvtier.v1.ReserveSlotResponse.slot:type_name -> kvtier.v1.ArenaSlot
@@ -3407,11 +3560,11 @@ var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	6,  // 22: kvtier.v1.PinBlockResponse.slot:type_name -> kvtier.v1.ArenaSlot
 	5,  // 23: kvtier.v1.PinBlockResponse.layout:type_name -> kvtier.v1.Layout
 	2,  // 24: kvtier.v1.PinBlockResponse.from:type_name -> kvtier.v1.Tier
-	32, // 25: kvtier.v1.PinStreamRequest.pin:type_name -> kvtier.v1.PinBlockRequest
-	33, // 26: kvtier.v1.PinStreamResponse.pin:type_name -> kvtier.v1.PinBlockResponse
-	37, // 27: kvtier.v1.HintRequest.request_arrived:type_name -> kvtier.v1.RequestArrivedHint
-	38, // 28: kvtier.v1.HintRequest.layer_attention:type_name -> kvtier.v1.LayerAttentionHint
-	39, // 29: kvtier.v1.HintRequest.request_finished:type_name -> kvtier.v1.RequestFinishedHint
+	34, // 25: kvtier.v1.PinStreamRequest.pin:type_name -> kvtier.v1.PinBlockRequest
+	35, // 26: kvtier.v1.PinStreamResponse.pin:type_name -> kvtier.v1.PinBlockResponse
+	39, // 27: kvtier.v1.HintRequest.request_arrived:type_name -> kvtier.v1.RequestArrivedHint
+	40, // 28: kvtier.v1.HintRequest.layer_attention:type_name -> kvtier.v1.LayerAttentionHint
+	41, // 29: kvtier.v1.HintRequest.request_finished:type_name -> kvtier.v1.RequestFinishedHint
 	12, // 30: kvtier.v1.RequestArrivedHint.hash_params:type_name -> kvtier.v1.HashParams
 	2,  // 31: kvtier.v1.RequestArrivedHint.target:type_name -> kvtier.v1.Tier
 	8,  // 32: kvtier.v1.KVTierService.Put:input_type -> kvtier.v1.PutRequest
@@ -3420,28 +3573,30 @@ var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	15, // 35: kvtier.v1.KVTierService.Release:input_type -> kvtier.v1.ReleaseRequest
 	17, // 36: kvtier.v1.KVTierService.Delete:input_type -> kvtier.v1.DeleteRequest
 	19, // 37: kvtier.v1.KVTierService.Stats:input_type -> kvtier.v1.StatsRequest
-	23, // 38: kvtier.v1.KVTierService.Attach:input_type -> kvtier.v1.AttachRequest
-	26, // 39: kvtier.v1.KVTierService.ReserveSlot:input_type -> kvtier.v1.ReserveSlotRequest
-	28, // 40: kvtier.v1.KVTierService.CommitSlot:input_type -> kvtier.v1.CommitSlotRequest
-	30, // 41: kvtier.v1.KVTierService.AbortSlot:input_type -> kvtier.v1.AbortSlotRequest
-	32, // 42: kvtier.v1.KVTierService.PinBlock:input_type -> kvtier.v1.PinBlockRequest
-	34, // 43: kvtier.v1.KVTierService.PinStream:input_type -> kvtier.v1.PinStreamRequest
-	36, // 44: kvtier.v1.KVTierService.Hint:input_type -> kvtier.v1.HintRequest
-	9,  // 45: kvtier.v1.KVTierService.Put:output_type -> kvtier.v1.PutResponse
-	11, // 46: kvtier.v1.KVTierService.Get:output_type -> kvtier.v1.GetResponse
-	14, // 47: kvtier.v1.KVTierService.Lookup:output_type -> kvtier.v1.LookupResponse
-	16, // 48: kvtier.v1.KVTierService.Release:output_type -> kvtier.v1.ReleaseResponse
-	18, // 49: kvtier.v1.KVTierService.Delete:output_type -> kvtier.v1.DeleteResponse
-	21, // 50: kvtier.v1.KVTierService.Stats:output_type -> kvtier.v1.StatsResponse
-	25, // 51: kvtier.v1.KVTierService.Attach:output_type -> kvtier.v1.AttachResponse
-	27, // 52: kvtier.v1.KVTierService.ReserveSlot:output_type -> kvtier.v1.ReserveSlotResponse
-	29, // 53: kvtier.v1.KVTierService.CommitSlot:output_type -> kvtier.v1.CommitSlotResponse
-	31, // 54: kvtier.v1.KVTierService.AbortSlot:output_type -> kvtier.v1.AbortSlotResponse
-	33, // 55: kvtier.v1.KVTierService.PinBlock:output_type -> kvtier.v1.PinBlockResponse
-	35, // 56: kvtier.v1.KVTierService.PinStream:output_type -> kvtier.v1.PinStreamResponse
-	40, // 57: kvtier.v1.KVTierService.Hint:output_type -> kvtier.v1.HintResponse
-	45, // [45:58] is the sub-list for method output_type
-	32, // [32:45] is the sub-list for method input_type
+	25, // 38: kvtier.v1.KVTierService.Attach:input_type -> kvtier.v1.AttachRequest
+	23, // 39: kvtier.v1.KVTierService.AttachHbmArena:input_type -> kvtier.v1.AttachHbmArenaRequest
+	28, // 40: kvtier.v1.KVTierService.ReserveSlot:input_type -> kvtier.v1.ReserveSlotRequest
+	30, // 41: kvtier.v1.KVTierService.CommitSlot:input_type -> kvtier.v1.CommitSlotRequest
+	32, // 42: kvtier.v1.KVTierService.AbortSlot:input_type -> kvtier.v1.AbortSlotRequest
+	34, // 43: kvtier.v1.KVTierService.PinBlock:input_type -> kvtier.v1.PinBlockRequest
+	36, // 44: kvtier.v1.KVTierService.PinStream:input_type -> kvtier.v1.PinStreamRequest
+	38, // 45: kvtier.v1.KVTierService.Hint:input_type -> kvtier.v1.HintRequest
+	9,  // 46: kvtier.v1.KVTierService.Put:output_type -> kvtier.v1.PutResponse
+	11, // 47: kvtier.v1.KVTierService.Get:output_type -> kvtier.v1.GetResponse
+	14, // 48: kvtier.v1.KVTierService.Lookup:output_type -> kvtier.v1.LookupResponse
+	16, // 49: kvtier.v1.KVTierService.Release:output_type -> kvtier.v1.ReleaseResponse
+	18, // 50: kvtier.v1.KVTierService.Delete:output_type -> kvtier.v1.DeleteResponse
+	21, // 51: kvtier.v1.KVTierService.Stats:output_type -> kvtier.v1.StatsResponse
+	27, // 52: kvtier.v1.KVTierService.Attach:output_type -> kvtier.v1.AttachResponse
+	24, // 53: kvtier.v1.KVTierService.AttachHbmArena:output_type -> kvtier.v1.AttachHbmArenaResponse
+	29, // 54: kvtier.v1.KVTierService.ReserveSlot:output_type -> kvtier.v1.ReserveSlotResponse
+	31, // 55: kvtier.v1.KVTierService.CommitSlot:output_type -> kvtier.v1.CommitSlotResponse
+	33, // 56: kvtier.v1.KVTierService.AbortSlot:output_type -> kvtier.v1.AbortSlotResponse
+	35, // 57: kvtier.v1.KVTierService.PinBlock:output_type -> kvtier.v1.PinBlockResponse
+	37, // 58: kvtier.v1.KVTierService.PinStream:output_type -> kvtier.v1.PinStreamResponse
+	42, // 59: kvtier.v1.KVTierService.Hint:output_type -> kvtier.v1.HintResponse
+	46, // [46:60] is the sub-list for method output_type
+	32, // [32:46] is the sub-list for method input_type
 	32, // [32:32] is the sub-list for extension type_name
 	32, // [32:32] is the sub-list for extension extendee
 	0,  // [0:32] is the sub-list for field type_name
@@ -3453,7 +3608,7 @@ func file_kvtier_v1_kvtier_proto_init() {
 		return
 	}
 	file_kvtier_v1_kvtier_proto_msgTypes[8].OneofWrappers = []any{}
-	file_kvtier_v1_kvtier_proto_msgTypes[32].OneofWrappers = []any{
+	file_kvtier_v1_kvtier_proto_msgTypes[34].OneofWrappers = []any{
 		(*HintRequest_RequestArrived)(nil),
 		(*HintRequest_LayerAttention)(nil),
 		(*HintRequest_RequestFinished)(nil),
@@ -3464,7 +3619,7 @@ func file_kvtier_v1_kvtier_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvtier_v1_kvtier_proto_rawDesc), len(file_kvtier_v1_kvtier_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

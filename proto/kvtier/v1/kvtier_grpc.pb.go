@@ -53,19 +53,20 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KVTierService_Put_FullMethodName         = "/kvtier.v1.KVTierService/Put"
-	KVTierService_Get_FullMethodName         = "/kvtier.v1.KVTierService/Get"
-	KVTierService_Lookup_FullMethodName      = "/kvtier.v1.KVTierService/Lookup"
-	KVTierService_Release_FullMethodName     = "/kvtier.v1.KVTierService/Release"
-	KVTierService_Delete_FullMethodName      = "/kvtier.v1.KVTierService/Delete"
-	KVTierService_Stats_FullMethodName       = "/kvtier.v1.KVTierService/Stats"
-	KVTierService_Attach_FullMethodName      = "/kvtier.v1.KVTierService/Attach"
-	KVTierService_ReserveSlot_FullMethodName = "/kvtier.v1.KVTierService/ReserveSlot"
-	KVTierService_CommitSlot_FullMethodName  = "/kvtier.v1.KVTierService/CommitSlot"
-	KVTierService_AbortSlot_FullMethodName   = "/kvtier.v1.KVTierService/AbortSlot"
-	KVTierService_PinBlock_FullMethodName    = "/kvtier.v1.KVTierService/PinBlock"
-	KVTierService_PinStream_FullMethodName   = "/kvtier.v1.KVTierService/PinStream"
-	KVTierService_Hint_FullMethodName        = "/kvtier.v1.KVTierService/Hint"
+	KVTierService_Put_FullMethodName            = "/kvtier.v1.KVTierService/Put"
+	KVTierService_Get_FullMethodName            = "/kvtier.v1.KVTierService/Get"
+	KVTierService_Lookup_FullMethodName         = "/kvtier.v1.KVTierService/Lookup"
+	KVTierService_Release_FullMethodName        = "/kvtier.v1.KVTierService/Release"
+	KVTierService_Delete_FullMethodName         = "/kvtier.v1.KVTierService/Delete"
+	KVTierService_Stats_FullMethodName          = "/kvtier.v1.KVTierService/Stats"
+	KVTierService_Attach_FullMethodName         = "/kvtier.v1.KVTierService/Attach"
+	KVTierService_AttachHbmArena_FullMethodName = "/kvtier.v1.KVTierService/AttachHbmArena"
+	KVTierService_ReserveSlot_FullMethodName    = "/kvtier.v1.KVTierService/ReserveSlot"
+	KVTierService_CommitSlot_FullMethodName     = "/kvtier.v1.KVTierService/CommitSlot"
+	KVTierService_AbortSlot_FullMethodName      = "/kvtier.v1.KVTierService/AbortSlot"
+	KVTierService_PinBlock_FullMethodName       = "/kvtier.v1.KVTierService/PinBlock"
+	KVTierService_PinStream_FullMethodName      = "/kvtier.v1.KVTierService/PinStream"
+	KVTierService_Hint_FullMethodName           = "/kvtier.v1.KVTierService/Hint"
 )
 
 // KVTierServiceClient is the client API for KVTierService service.
@@ -118,6 +119,19 @@ type KVTierServiceClient interface {
 	// each token once, and only within the session's first 10 seconds. Map
 	// the descriptor MAP_SHARED with PROT_READ|PROT_WRITE for arena_bytes.
 	Attach(ctx context.Context, in *AttachRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AttachResponse], error)
+	// AttachHbmArena leases the HBM arena's CUDA/HIP IPC handle to an engine
+	// on this host (Unix socket, the daemon's uid or root, a token allowing
+	// every namespace), so it copies blocks device to device. The first
+	// request names the client; the first response carries the handle. Open
+	// it with cuIpcOpenMemHandle (CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS) or
+	// hipIpcOpenMemHandle (0 on ROCm 5, 1 on HIP 6); block offsets are
+	// relative to the mapping plus offset. The lease lasts while the stream
+	// is open. When a response says closing (the daemon is stopping), close
+	// the mapping, then send detach: the daemon frees the arena only after
+	// every importer detached or its lease lapsed. A stream that ends
+	// without detach keeps its lease for lease_ttl_ms, as the daemon cannot
+	// know the mapping is gone.
+	AttachHbmArena(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachHbmArenaRequest, AttachHbmArenaResponse], error)
 	// ReserveSlot reserves room in the DRAM arena for a block the client writes
 	// in place. Write exactly slot.length bytes at slot.offset of the mapping,
 	// then CommitSlot (or AbortSlot). The lease expires after lease_ttl_ms:
@@ -248,6 +262,19 @@ func (c *kVTierServiceClient) Attach(ctx context.Context, in *AttachRequest, opt
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KVTierService_AttachClient = grpc.ServerStreamingClient[AttachResponse]
 
+func (c *kVTierServiceClient) AttachHbmArena(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttachHbmArenaRequest, AttachHbmArenaResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KVTierService_ServiceDesc.Streams[3], KVTierService_AttachHbmArena_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AttachHbmArenaRequest, AttachHbmArenaResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVTierService_AttachHbmArenaClient = grpc.BidiStreamingClient[AttachHbmArenaRequest, AttachHbmArenaResponse]
+
 func (c *kVTierServiceClient) ReserveSlot(ctx context.Context, in *ReserveSlotRequest, opts ...grpc.CallOption) (*ReserveSlotResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReserveSlotResponse)
@@ -290,7 +317,7 @@ func (c *kVTierServiceClient) PinBlock(ctx context.Context, in *PinBlockRequest,
 
 func (c *kVTierServiceClient) PinStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PinStreamRequest, PinStreamResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &KVTierService_ServiceDesc.Streams[3], KVTierService_PinStream_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &KVTierService_ServiceDesc.Streams[4], KVTierService_PinStream_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +330,7 @@ type KVTierService_PinStreamClient = grpc.BidiStreamingClient[PinStreamRequest, 
 
 func (c *kVTierServiceClient) Hint(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[HintRequest, HintResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &KVTierService_ServiceDesc.Streams[4], KVTierService_Hint_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &KVTierService_ServiceDesc.Streams[5], KVTierService_Hint_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -364,6 +391,19 @@ type KVTierServiceServer interface {
 	// each token once, and only within the session's first 10 seconds. Map
 	// the descriptor MAP_SHARED with PROT_READ|PROT_WRITE for arena_bytes.
 	Attach(*AttachRequest, grpc.ServerStreamingServer[AttachResponse]) error
+	// AttachHbmArena leases the HBM arena's CUDA/HIP IPC handle to an engine
+	// on this host (Unix socket, the daemon's uid or root, a token allowing
+	// every namespace), so it copies blocks device to device. The first
+	// request names the client; the first response carries the handle. Open
+	// it with cuIpcOpenMemHandle (CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS) or
+	// hipIpcOpenMemHandle (0 on ROCm 5, 1 on HIP 6); block offsets are
+	// relative to the mapping plus offset. The lease lasts while the stream
+	// is open. When a response says closing (the daemon is stopping), close
+	// the mapping, then send detach: the daemon frees the arena only after
+	// every importer detached or its lease lapsed. A stream that ends
+	// without detach keeps its lease for lease_ttl_ms, as the daemon cannot
+	// know the mapping is gone.
+	AttachHbmArena(grpc.BidiStreamingServer[AttachHbmArenaRequest, AttachHbmArenaResponse]) error
 	// ReserveSlot reserves room in the DRAM arena for a block the client writes
 	// in place. Write exactly slot.length bytes at slot.offset of the mapping,
 	// then CommitSlot (or AbortSlot). The lease expires after lease_ttl_ms:
@@ -423,6 +463,9 @@ func (UnimplementedKVTierServiceServer) Stats(context.Context, *StatsRequest) (*
 }
 func (UnimplementedKVTierServiceServer) Attach(*AttachRequest, grpc.ServerStreamingServer[AttachResponse]) error {
 	return status.Error(codes.Unimplemented, "method Attach not implemented")
+}
+func (UnimplementedKVTierServiceServer) AttachHbmArena(grpc.BidiStreamingServer[AttachHbmArenaRequest, AttachHbmArenaResponse]) error {
+	return status.Error(codes.Unimplemented, "method AttachHbmArena not implemented")
 }
 func (UnimplementedKVTierServiceServer) ReserveSlot(context.Context, *ReserveSlotRequest) (*ReserveSlotResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReserveSlot not implemented")
@@ -563,6 +606,13 @@ func _KVTierService_Attach_Handler(srv interface{}, stream grpc.ServerStream) er
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KVTierService_AttachServer = grpc.ServerStreamingServer[AttachResponse]
+
+func _KVTierService_AttachHbmArena_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(KVTierServiceServer).AttachHbmArena(&grpc.GenericServerStream[AttachHbmArenaRequest, AttachHbmArenaResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KVTierService_AttachHbmArenaServer = grpc.BidiStreamingServer[AttachHbmArenaRequest, AttachHbmArenaResponse]
 
 func _KVTierService_ReserveSlot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReserveSlotRequest)
@@ -705,6 +755,12 @@ var KVTierService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Attach",
 			Handler:       _KVTierService_Attach_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "AttachHbmArena",
+			Handler:       _KVTierService_AttachHbmArena_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 		{
 			StreamName:    "PinStream",
