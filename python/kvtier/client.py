@@ -78,7 +78,7 @@ class Client:
         opts = [
             ("grpc.max_receive_message_length", 8 << 20),
             ("grpc.max_send_message_length", 64 << 20),
-            ("grpc.http2.lookahead_bytes", 1 << 20),
+            ("grpc.http2.lookahead_bytes", 8 << 20),
         ]
         self.namespace = namespace
         self.timeout = timeout
@@ -166,7 +166,7 @@ class Client:
 
     def _workers(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kvtier")
+            self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kvtier")
         return self._pool
 
     # --- inline data plane ------------------------------------------------
