@@ -12,7 +12,7 @@ SGLang's layouts and gather it back for each step.
 from __future__ import annotations
 
 import pathlib
-from typing import List, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 import torch
@@ -63,10 +63,14 @@ class TinyModel:
         return out
 
     @torch.no_grad()
-    def forward(self, tokens: List[int], start: int, past: List[Tuple[torch.Tensor, torch.Tensor]]
+    def forward(self, tokens: List[int], start: int, past: Any, on_kv: Any = None
                 ) -> Tuple[torch.Tensor, List[Tuple[torch.Tensor, torch.Tensor]]]:
         """Runs tokens at positions start.. with past[layer] = (K, V) of
         positions 0..start ([start, kv_heads, head_dim] each, or empty).
+        past may also be a function of the layer (called just before the
+        layer's attention, as a paged engine reads its cache), and on_kv(layer,
+        k, v) is called with each layer's new K/V before its attention reads
+        them (as an engine writes them into its paged cache).
         Returns the logits of every new token and each layer's new (K, V)."""
         n = len(tokens)
         x = self.emb[torch.tensor(tokens)]
@@ -80,7 +84,12 @@ class TinyModel:
             k = self._rope((h @ self.wk[l].T).view(n, self.kv_heads, self.head_dim), pos)
             v = (h @ self.wv[l].T).view(n, self.kv_heads, self.head_dim)
             new.append((k, v))
-            pk, pv = past[l] if past else (k[:0], v[:0])
+            if on_kv is not None:
+                on_kv(l, k, v)
+            if callable(past):
+                pk, pv = past(l)
+            else:
+                pk, pv = past[l] if past else (k[:0], v[:0])
             K, V = torch.cat([pk, k]), torch.cat([pv, v])
             K = K.repeat_interleave(group, dim=1)
             V = V.repeat_interleave(group, dim=1)
