@@ -424,3 +424,12 @@ class KVTierConnector(KVConnectorBase_V1):
         """Waits for background work and closes the client."""
         self._pool.shutdown(wait=True)
         self.client.close()
+
+
+def __getattr__(name: str) -> Any:
+    # KVTierTier lives in kvtier.vllm_tier; importable from here too.
+    if name in ("KVTierTier", "register_tier"):
+        from kvtier import vllm_tier
+
+        return getattr(vllm_tier, name)
+    raise AttributeError(name)
