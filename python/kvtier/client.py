@@ -106,6 +106,17 @@ class Client:
         self._client_name = client_name
         self._pool: Optional[ThreadPoolExecutor] = None
 
+    @classmethod
+    def from_config(cls, cfg: dict, **kw: Any) -> "Client":
+        """A client from an engine's extra-config dict: socket or addr
+        (default ./kvtier.sock), token, insecure, timeout, shm."""
+        sock, addr = cfg.get("socket"), cfg.get("addr")
+        if not sock and not addr:
+            sock = "./kvtier.sock"
+        return cls(socket=sock, addr=None if sock else addr, token=cfg.get("token"),
+                   insecure=bool(cfg.get("insecure", False)), timeout=float(cfg.get("timeout", 30)),
+                   shm=cfg.get("shm", "auto"), **kw)
+
     # --- lifetime ---------------------------------------------------------
 
     def close(self) -> None:

@@ -104,13 +104,7 @@ class KVTierStorage(_Base):
     def __init__(self, storage_config: Any = None, kwargs: Optional[dict] = None, *,
                  client: Optional[Client] = None, namespace: Optional[str] = None):
         extra = dict(getattr(storage_config, "extra_config", None) or {})
-        if client is None:
-            sock, addr = extra.get("socket"), extra.get("addr")
-            if not sock and not addr:
-                sock = "./kvtier.sock"
-            client = Client(socket=sock, addr=addr if not sock else None, token=extra.get("token"),
-                            insecure=bool(extra.get("insecure", False)), timeout=float(extra.get("timeout", 30)))
-        self.client = client
+        self.client = client or Client.from_config(extra)
         ns = namespace or extra.get("namespace") or getattr(storage_config, "model_name", None) or "sglang"
         if storage_config is not None and not getattr(storage_config, "is_mla_model", False):
             ns += f":tp{storage_config.tp_rank}of{storage_config.tp_size}"

@@ -41,6 +41,10 @@ __all__ = ["Session", "Reservation", "Pinned"]
 
 _live: "weakref.WeakSet[Session]" = weakref.WeakSet()
 
+#: Blocks a put_many reserves at once: bounded so that a long list neither
+#: outlives its leases before the commits nor exceeds the session's leases.
+BATCH = 64
+
 
 @atexit.register
 def _close_all() -> None:
@@ -297,8 +301,9 @@ class Session:
     def put_many(self, hashes: Sequence[bytes], datas: Sequence[Any], layout: Layout, *, layer: int = -1,
                  namespace: Optional[str] = None, parents: Optional[Sequence[Optional[bytes]]] = None,
                  durable: bool = False, timeout: Optional[float] = None) -> None:
-        """Stores blocks through the arena: reserve them all (blocks already
-        cached are only refreshed), copy each in place, commit them all."""
+        """Stores blocks through the arena, BATCH at a time: reserve them
+        (blocks already cached are only refreshed), copy each in place,
+        commit them. Stops at the first batch with an error and raises it."""
         self._check()
         if len(hashes) != len(datas):
             raise ValueError("kvtier: put_many needs as many buffers as hashes")
@@ -306,6 +311,13 @@ class Session:
         for v in views:
             if v.nbytes != layout.nbytes:
                 raise ValueError(f"kvtier: {v.nbytes} bytes given, the layout needs {layout.nbytes}")
+        for i in range(0, len(hashes), BATCH):
+            self._put_batch(hashes[i:i + BATCH], views[i:i + BATCH], layout, layer, namespace,
+                            parents[i:i + BATCH] if parents else None, durable, timeout)
+
+    def _put_batch(self, hashes: Sequence[bytes], views: List[np.ndarray], layout: Layout, layer: int,
+                   namespace: Optional[str], parents: Optional[Sequence[Optional[bytes]]], durable: bool,
+                   timeout: Optional[float]) -> None:
         t = timeout if timeout is not None else self._timeout
         lpb = layout.to_pb()
         stub, md = self._c._stub, self._c._md

@@ -153,14 +153,6 @@ def _layer_index(name: str, fallback: int) -> int:
     return int(m.group(1)) if m else fallback
 
 
-def _client_from(extra: Dict[str, Any]) -> Client:
-    sock, addr = extra.get("socket"), extra.get("addr")
-    if not sock and not addr:
-        sock = "./kvtier.sock"
-    return Client(socket=sock, addr=None if sock else addr, token=extra.get("token"),
-                  insecure=bool(extra.get("insecure", False)), timeout=float(extra.get("timeout", 30)))
-
-
 class KVTierConnector(KVConnectorBase_V1):
     """vLLM KV connector backed by kvtier (see the module documentation)."""
 
@@ -168,7 +160,7 @@ class KVTierConnector(KVConnectorBase_V1):
         super().__init__(vllm_config, role, kv_cache_config)
         tc = vllm_config.kv_transfer_config
         extra = dict(getattr(tc, "kv_connector_extra_config", None) or {})
-        self.client = client or _client_from(extra)
+        self.client = client or Client.from_config(extra)
         model = getattr(getattr(vllm_config, "model_config", None), "model", None) or "vllm"
         self.namespace = _NS_BAD.sub("-", str(extra.get("namespace") or model))[:128]
         self.block_size = int(vllm_config.cache_config.block_size)

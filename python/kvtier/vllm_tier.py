@@ -121,11 +121,8 @@ class KVTierTier(SecondaryTierManager):
         self._primary = arr.reshape(arr.shape[0], -1)
         self._layout = layout_for_bytes(self._primary.shape[1], "fp8")
         self.tier_type = tier_type
-        if client is None:
-            if not socket and not addr:
-                socket = "./kvtier.sock"
-            client = Client(socket=socket, addr=None if socket else addr, token=token, timeout=timeout)
-        self.client = client
+        self.client = client or Client.from_config(
+            {"socket": socket, "addr": addr, "token": token, "timeout": timeout})
         model = getattr(getattr(vllm_config, "model_config", None), "model", None)
         self.namespace = namespace or (str(model).replace(" ", "-") if model else "vllm-offload")
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kvtier-tier")
