@@ -185,6 +185,7 @@ class Session:
         self._end: Optional[BaseException] = None
         self.expired = 0  # leases the daemon reported expired
         self._held: "dict[int, Pinned]" = {}  # pins renewed in the background, by id(Pinned)
+        self._bg: "set[Any]" = set()  # calls not waited for (releases), until done
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="kvtier-attach", daemon=True)
         self._watcher.start()
@@ -230,6 +231,17 @@ class Session:
         p._start = start
         p.deadline = start + resp.lease_ttl_ms / 1000.0
 
+    def _background(self, f: Any) -> None:
+        # grpc cancels a call whose future is garbage-collected before it
+        # ends: keep a reference until it is done.
+        with self._mu:
+            self._bg.add(f)
+        f.add_done_callback(self._bg_done)
+
+    def _bg_done(self, f: Any) -> None:
+        with self._mu:
+            self._bg.discard(f)
+
     def _forget_pin(self, p: Pinned) -> None:
         with self._mu:
             self._held.pop(id(p), None)
@@ -243,6 +255,12 @@ class Session:
                 return
             self._closed = True
             self._held.clear()
+            bg = list(self._bg)
+        for f in bg:  # let pending releases land (the session end drops the rest)
+            try:
+                f.result(timeout=1)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
         self._stop.set()
         self._call_obj.cancel()
         self._watcher.join(timeout=5)
@@ -403,7 +421,7 @@ class Session:
             if time.monotonic() - start < (min_ttl or 0) / 1000.0 * 0.75:
                 # Every copy ended well inside its lease: the bytes are the
                 # blocks'; release without waiting.
-                stub.Release.future(req, timeout=t, metadata=md)
+                self._background(stub.Release.future(req, timeout=t, metadata=md))
             else:
                 try:
                     stub.Release(req, timeout=t, metadata=md)

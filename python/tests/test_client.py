@@ -185,3 +185,32 @@ def test_sigkill_leaves_no_leases(daemon):
         st = c.stats()
         assert (st.leases, st.sessions) == (0, 0), st
         assert st.pinned_blocks == 0
+
+
+def test_hint_reaches_daemon(client):
+    # This daemon runs no prefetcher: every hint kind ends the stream with
+    # UNIMPLEMENTED, which the client reports with the daemon's message.
+    hints = [client.request_arrived("r1", [h(1, b"hint")], id=1),
+             client.layer_attention("r1", 0, 1, [0], [1.0]),
+             client.request_finished("r1")]
+    try:
+        acks = client.hint(hints)
+    except kvtier.KVTierError as e:
+        assert e.code.name == "UNIMPLEMENTED" and e.message
+    else:
+        assert [a.id for a in acks] == [1]
+
+
+def test_get_many_releases_its_pins(daemon):
+    # get_many releases its pins without waiting for the answer; the release
+    # must still reach the daemon well before the leases (1 s here) expire.
+    with kvtier.Client(socket=daemon.socket, namespace="rel") as c:
+        hashes = [h(i, b"rel") for i in range(8)]
+        c.put_many(hashes, [block(i) for i in range(8)], LAYOUT)
+        outs = [np.empty(LAYOUT.nbytes, np.uint8) for _ in hashes]
+        for _ in range(3):
+            assert c.get_many(hashes, outs) == [None] * 8
+        deadline = time.monotonic() + 0.4
+        while c.stats().leases and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert c.stats().leases == 0
