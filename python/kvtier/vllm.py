@@ -166,6 +166,7 @@ class KVTierConnector(KVConnectorBase_V1):
         self.block_size = int(vllm_config.cache_config.block_size)
         # Scheduler state.
         self._reqs: Dict[str, Any] = {}  # request id -> Request
+        self._local: Dict[str, int] = {}  # request id -> locally computed tokens at lookup
         self._block_ids: Dict[str, List[int]] = {}  # request id -> its blocks
         self._saved: Dict[str, int] = {}  # request id -> blocks already saved
         self._loads: List[_Load] = []
@@ -190,6 +191,8 @@ class KVTierConnector(KVConnectorBase_V1):
         # vLLM must compute at least the last prompt token itself.
         usable = min(len(hashes), (request.num_tokens - 1) // self.block_size)
         start = num_computed_tokens // self.block_size
+        # The external tokens follow the locally cached ones: remember where.
+        self._local[request.request_id] = num_computed_tokens
         if usable <= start:
             return 0, False
         try:
@@ -207,7 +210,9 @@ class KVTierConnector(KVConnectorBase_V1):
         ids = list(blocks.get_block_ids()[0]) if blocks is not None else []
         if num_external_tokens <= 0:
             return
-        first = request.num_computed_tokens // self.block_size
+        # vLLM sets request.num_computed_tokens only after this call: the
+        # load starts after the local prefix-cache hits seen by the lookup.
+        first = self._local.pop(request.request_id, request.num_computed_tokens) // self.block_size
         n = num_external_tokens // self.block_size
         hashes = [bytes(h) for h in request.block_hashes[first:first + n]]
         self._loads.append(_Load(request.request_id, ids[first:first + n], hashes))
@@ -265,7 +270,7 @@ class KVTierConnector(KVConnectorBase_V1):
         """Forgets the request. Its publishable blocks were saved as they
         filled, so nothing is held: the blocks may be freed now."""
         rid = request.request_id
-        for d in (self._reqs, self._block_ids, self._saved):
+        for d in (self._reqs, self._block_ids, self._saved, self._local):
             d.pop(rid, None)
         return False, None
 

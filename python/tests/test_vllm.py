@@ -79,3 +79,31 @@ def test_engine_harness(daemon):
     f = harness.run_engine("engine_vllm.py", "fault", daemon.socket, "blocks_first")
     assert f["blocks_first"]["load_errors"] >= 1
     _check(f, "blocks_first")
+
+
+def test_scheduler_loads_after_local_prefix_hits(daemon):
+    # With 2 blocks in vLLM's own prefix cache, the load covers the blocks
+    # after them, even though request.num_computed_tokens is still 0 when
+    # update_state_after_alloc runs (vLLM sets it afterwards).
+    from types import SimpleNamespace
+
+    import kvtier
+    from kvtier import hashing
+    from kvtier.vllm import KVConnectorRole, KVTierConnector
+
+    toks = list(range(100, 180))  # 5 blocks of 16
+    hs = hashing.chain(toks, 16, algo="sha256_cbor")
+    lay = kvtier.Layout("fp32", kv_heads=1, head_dim=4, tokens=16)
+    with kvtier.Client(socket=daemon.socket) as c:
+        c.put_many(hs, [torch.zeros(lay.nbytes // 4)] * 5, lay, layer=0, namespace="sched-unit")
+    cfg = SimpleNamespace(kv_transfer_config=SimpleNamespace(kv_connector_extra_config={
+        "socket": daemon.socket, "namespace": "sched-unit"}), cache_config=SimpleNamespace(block_size=16))
+    conn = KVTierConnector(cfg, KVConnectorRole.SCHEDULER, None)
+    req = SimpleNamespace(request_id="r", block_hashes=hs, num_tokens=len(toks), num_computed_tokens=0)
+    ext, is_async = conn.get_num_new_matched_tokens(req, 32)
+    assert (ext, is_async) == (4 * 16 - 32, False)  # the last token is left to vLLM
+    conn.update_state_after_alloc(req, SimpleNamespace(get_block_ids=lambda: (list(range(10, 15)),)), ext)
+    meta = conn.build_connector_meta(SimpleNamespace(scheduled_new_reqs=[], scheduled_cached_reqs=None,
+                                                     num_scheduled_tokens={}))
+    assert [(ld.block_ids, ld.hashes) for ld in meta.loads] == [([12, 13], hs[2:4])]
+    conn.shutdown()
