@@ -214,3 +214,48 @@ def test_get_many_releases_its_pins(daemon):
         while c.stats().leases and time.monotonic() < deadline:
             time.sleep(0.01)
         assert c.stats().leases == 0
+
+
+def test_tcp_and_tokens(tmp_path):
+    # A daemon on TCP (insecure) and its Unix socket, with bearer tokens: the
+    # client sends its token on both, and the daemon's verdicts come back as
+    # Unauthenticated / PermissionDenied; shared memory, which needs a token
+    # allowed every namespace, falls back to inline under shm="auto".
+    import json
+    import socket as sk
+
+    from conftest import start_daemon
+
+    (tmp_path / "tokens.json").write_text(json.dumps({"tokens": [
+        {"name": "a", "token": "tok-a-0123456789abcdef", "namespaces": ["team-a/*"]},
+        {"name": "admin", "token": "tok-admin-0123456789abcdef", "namespaces": ["*"]}]}))
+    with sk.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = start_daemon(tmp_path, "--addr", f"127.0.0.1:{port}", "--insecure", "--tokens",
+                     str(tmp_path / "tokens.json"))
+    try:
+        with kvtier.Client(addr=f"127.0.0.1:{port}", insecure=True, token="tok-a-0123456789abcdef", namespace="team-a/m") as c:
+            for _ in range(100):  # the TCP listener may come up just after the socket
+                try:
+                    c.put(h(1, b"tcp"), block(1), LAYOUT)
+                    break
+                except kvtier.Unavailable:
+                    time.sleep(0.05)
+            np.testing.assert_array_equal(c.get(h(1, b"tcp")), block(1))
+            with pytest.raises(kvtier.PermissionDenied):
+                c.lookup([h(1)], namespace="team-b/m")
+        with kvtier.Client(addr=f"127.0.0.1:{port}", insecure=True, namespace="team-a/m") as c:
+            with pytest.raises(kvtier.Unauthenticated):
+                c.lookup([h(1)])
+        with kvtier.Client(socket=d.socket, token="tok-a-0123456789abcdef", namespace="team-a/m") as c:
+            assert c.lookup([h(1, b"tcp")]).cached_blocks == 1
+            np.testing.assert_array_equal(c.get(h(1, b"tcp")), block(1))
+            assert c.session() is None  # refused shared memory: inline from now on
+        with kvtier.Client(socket=d.socket, token="tok-admin-0123456789abcdef", namespace="team-a/m", shm=True) as c:
+            np.testing.assert_array_equal(c.get(h(1, b"tcp")), block(1))
+            assert c.session() is not None
+    finally:
+        d.stop()
+    with pytest.raises(ValueError):
+        kvtier.Client(addr="127.0.0.1:1")  # TCP needs tls= or insecure=True
