@@ -33,7 +33,8 @@ it. Blocks are stored one per layer (Key.layer = the layer index) in a
 canonical order, so engines with different attention backends share them.
 
 Configuration (kv_connector_extra_config): socket or addr, token,
-namespace (default: the model name), timeout, load_threads.
+namespace (default: the model name), timeout, load_threads. kv_role
+kv_both loads and saves, kv_producer only saves, kv_consumer only loads.
 """
 
 from __future__ import annotations
@@ -164,6 +165,10 @@ class KVTierConnector(KVConnectorBase_V1):
         model = getattr(getattr(vllm_config, "model_config", None), "model", None) or "vllm"
         self.namespace = _NS_BAD.sub("-", str(extra.get("namespace") or model))[:128]
         self.block_size = int(vllm_config.cache_config.block_size)
+        # kv_both loads and saves; kv_producer only saves; kv_consumer only loads.
+        role_name = str(getattr(tc, "kv_role", None) or "kv_both")
+        self._loads_on = role_name != "kv_producer"
+        self._saves_on = role_name != "kv_consumer"
         # Scheduler state.
         self._reqs: Dict[str, Any] = {}  # request id -> Request
         self._local: Dict[str, int] = {}  # request id -> locally computed tokens at lookup
@@ -187,6 +192,8 @@ class KVTierConnector(KVConnectorBase_V1):
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> Tuple[int, bool]:
         """Tokens beyond num_computed_tokens whose blocks kvtier holds (one
         Lookup of the request's block hashes); loads are synchronous."""
+        if not self._loads_on:
+            return 0, False
         hashes = list(request.block_hashes)
         # vLLM must compute at least the last prompt token itself.
         usable = min(len(hashes), (request.num_tokens - 1) // self.block_size)
@@ -236,7 +243,7 @@ class KVTierConnector(KVConnectorBase_V1):
                 steps.append((rid, cached.num_computed_tokens[i]))
         for rid, computed in steps:
             req = self._reqs.get(rid)
-            if req is None:
+            if req is None or not self._saves_on:
                 continue
             done = computed + scheduler_output.num_scheduled_tokens.get(rid, 0)
             publishable = getattr(req, "num_publishable_block_hashes", len(req.block_hashes))

@@ -107,3 +107,16 @@ def test_scheduler_loads_after_local_prefix_hits(daemon):
                                                      num_scheduled_tokens={}))
     assert [(ld.block_ids, ld.hashes) for ld in meta.loads] == [([12, 13], hs[2:4])]
     conn.shutdown()
+    cfg.kv_transfer_config.kv_role = "kv_producer"  # saves only: nothing to load
+    prod = KVTierConnector(cfg, KVConnectorRole.SCHEDULER, None)
+    assert prod.get_num_new_matched_tokens(req, 0) == (0, False)
+    prod.shutdown()
+    new = SimpleNamespace(scheduled_new_reqs=[SimpleNamespace(req_id="r", block_ids=(list(range(5)),),
+                                                              num_computed_tokens=0)],
+                          scheduled_cached_reqs=None, num_scheduled_tokens={"r": len(toks)})
+    for role, saves in (("kv_both", 5), ("kv_consumer", 0)):
+        cfg.kv_transfer_config.kv_role = role
+        sc = KVTierConnector(cfg, KVConnectorRole.SCHEDULER, None)
+        sc.update_state_after_alloc(req, None, 0)
+        assert sum(len(x.block_ids) for x in sc.build_connector_meta(new).saves) == saves, role
+        sc.shutdown()
