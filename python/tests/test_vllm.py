@@ -64,7 +64,7 @@ def _check(b, layout):
 
 def test_engine_harness(daemon):
     a = harness.run_engine("engine_vllm.py", "store", daemon.socket, ",".join(LAYOUTS))
-    b = harness.run_engine("engine_vllm.py", "serve", daemon.socket, ",".join(LAYOUTS))
+    b = harness.run_engine("engine_vllm.py", "serve+fault", daemon.socket, ",".join(LAYOUTS))
     for layout in LAYOUTS:
         assert a[layout]["events"] == harness.N_PROMPTS * (harness.BASE_LEN // harness.BLOCK)
         assert a[layout]["event_medium"] == ["kvtier"]
@@ -76,9 +76,9 @@ def test_engine_harness(daemon):
         print(f"\nvllm {layout}: TTFT recompute {ps[0]['ttft_recompute'] * 1e3:.1f} ms, "
               f"load {ps[0]['ttft_load'] * 1e3:.1f} ms, ratio {speedup:.2f}x")
         assert speedup >= (3.0 if harness.FULL else 1.0)
-    f = harness.run_engine("engine_vllm.py", "fault", daemon.socket, "blocks_first")
-    assert f["blocks_first"]["load_errors"] >= 1
-    _check(f, "blocks_first")
+    f = b[LAYOUTS[0]]["fault"]
+    assert f["load_errors"] >= 1
+    assert f["loaded"] == f["recompute"]
 
 
 def test_scheduler_loads_after_local_prefix_hits(daemon):
