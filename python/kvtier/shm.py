@@ -114,6 +114,7 @@ class Pinned:
         #: When the lease expires at the earliest (time.monotonic()).
         self.deadline = start + resp.lease_ttl_ms / 1000.0
         self._released = False
+        self._lock = threading.Lock()  # serializes renewal and release of this pin
         self._key: Optional[pb.Key] = None
         self._ttl_ms = 0
         self._start = start
@@ -124,7 +125,9 @@ class Pinned:
         when the lease had expired."""
         self.view = None
         self._s._forget_pin(self)
-        if not self._released:
+        with self._lock:
+            if self._released:
+                return
             self._released = True
             self._s._call(self._s._c._stub.Release,
                           pb.ReleaseRequest(session_id=self._s.id, lease_ids=[self.lease_id]), timeout)
@@ -220,6 +223,11 @@ class Session:
                     pass  # the next release() reports a lost lease
 
     def _repin(self, p: Pinned) -> None:
+        with p._lock:
+            if not p._released:
+                self._repin_locked(p)
+
+    def _repin_locked(self, p: Pinned) -> None:
         start = time.monotonic()
         resp = self._call(self._c._stub.PinBlock, pb.PinBlockRequest(
             session_id=self.id, key=p._key, lease_ttl_ms=p._ttl_ms, release_lease_ids=[p.lease_id]), None)
