@@ -6,7 +6,7 @@ PKGS    ?= ./...
 # CI runs on 2 cores: keep the race-enabled suite under 10 minutes there.
 TESTFLAGS ?= -race -timeout 15m
 
-.PHONY: all build build-nocgo test vet run bench proto proto-check fmt lint gpu-check clean
+.PHONY: all build build-nocgo test vet run bench proto proto-check fmt lint gpu-check clean py-deps py-proto py-proto-check py-test
 
 # go-nvml's headers use deprecated declarations; keep the build output readable.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -23,7 +23,7 @@ build-nocgo:
 vet:
 	$(GO) vet $(PKGS)
 
-test: vet build-nocgo proto-check
+test: vet build-nocgo proto-check py-test
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
 # Regenerate proto/kvtier/v1's Go code: buf and the protoc plugins are pinned
@@ -34,6 +34,17 @@ proto:
 # Fail when the committed generated code differs from what `make proto` makes.
 proto-check:
 	GO=$(GO) proto/gen.sh check
+
+# The Python client (python/, docs/python.md): Debian's python3 and packages.
+PY ?= /usr/bin/python3
+py-deps:
+	PY=$(PY) python/deps.sh
+py-proto: py-deps
+	python/gen.sh generate
+py-proto-check: py-deps
+	python/gen.sh check
+py-test: build py-proto-check
+	KVTIER_BIN=$(CURDIR)/$(BIN) $(PY) -m pytest -q -p no:cacheprovider python/tests
 
 run: build
 	$(BIN) serve
