@@ -45,13 +45,13 @@ func TestWriteFaults(t *testing.T) {
 			if tc.setup {
 				mustPut(t, tr, k, l, old)
 			}
-			before := tr.Stats()
+			before := accounting(tr)
 			f.writes.Store(0)
 			f.failWrite.Store(1)
 			if err := tc.op(tr); !errors.Is(err, ErrStore) || !errors.Is(err, errInjected) {
 				t.Fatalf("got %v, want the injected store error", err)
 			}
-			if s := tr.Stats(); s != before {
+			if s := accounting(tr); s != before {
 				t.Fatalf("stats changed by a failed write: %+v → %+v", before, s)
 			}
 			if tc.want == nil {

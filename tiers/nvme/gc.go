@@ -55,6 +55,9 @@ func (t *Tier) CollectGarbage(ctx context.Context) error {
 	t.gcMu.Lock()
 	defer t.gcMu.Unlock()
 
+	if err := t.space.gcRoom(t.cfg); err != nil {
+		return err
+	}
 	if g := t.garbage.Swap(0); g > 0 {
 		t.gate.Lock()
 		err := t.st.flush()
@@ -72,6 +75,9 @@ func (t *Tier) CollectGarbage(ctx context.Context) error {
 	}
 	for range maxGCRounds {
 		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := t.space.gcRoom(t.cfg); err != nil {
 			return err
 		}
 		// Writers wait while a file is rewritten: Badger 4.9.6's rewrite

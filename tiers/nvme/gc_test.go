@@ -29,7 +29,7 @@ func TestGCReclaimsSpace(t *testing.T) {
 	for i := range n { // direct reads open every value log file
 		mustGet(t, tr, testKey("ns", i), l, block(l, uint64(i)))
 	}
-	full := diskUsage(dir)
+	full, _ := diskUsage(dir)
 	for i := range n {
 		if i%(n/keep) == 0 {
 			continue
@@ -41,7 +41,7 @@ func TestGCReclaimsSpace(t *testing.T) {
 	if err := tr.CollectGarbage(ctx); err != nil {
 		t.Fatal(err)
 	}
-	after := diskUsage(dir)
+	after, _ := diskUsage(dir)
 	live := int64(keep) * frameLen(l)
 	t.Logf("disk usage: %d KiB with %d blocks, %d KiB after deleting all but %d (%d KiB live)",
 		full>>10, n, after>>10, keep, live>>10)

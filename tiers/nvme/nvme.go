@@ -50,6 +50,7 @@ type Tier struct {
 	maxFrame int64
 	cfg      config
 	st       store
+	space    *space // disk-space guard: every Badger write asks it first
 
 	// opsMu is held for reading by every method that uses st and for
 	// writing by Close, so st is never used once closed.
@@ -108,6 +109,10 @@ func Open(dir string, capacity int64, opts ...Option) (*Tier, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStore, err)
 	}
+	capacity, sp, err := fitToDisk(dir, capacity, &cfg)
+	if err != nil {
+		return nil, err
+	}
 	db, err := openBadger(dir, cfg)
 	if err != nil {
 		return nil, err
@@ -126,6 +131,7 @@ func Open(dir string, capacity int64, opts ...Option) (*Tier, error) {
 		maxFrame: cfg.vlogFileSize - frameHeadroom,
 		cfg:      cfg,
 		st:       st,
+		space:    sp,
 		idx:      newIndex(),
 		kick:     make(chan struct{}, 1),
 		gcDone:   make(chan struct{}),
@@ -258,6 +264,12 @@ func (t *Tier) put(ctx context.Context, k tiers.Key, l tiers.Layout, mode codec.
 		return fmt.Errorf("%w: %w: nvme: frame of %d bytes exceeds capacity %d or the largest frame %d",
 			tiers.ErrFull, tiers.ErrExhausted, n, t.capacity, t.maxFrame)
 	}
+	// Out of disk space is said before out of capacity: evicting this
+	// tier's blocks would not make room on the disk at once.
+	if err := t.space.admit(n); err != nil {
+		return fmt.Errorf("nvme: put %v: %w", k, err)
+	}
+	defer t.space.done(n)
 	var kb [keyBufLen]byte
 	bk := k.AppendBinary(kb[:0])
 	fp := t.idx.fingerprint(bk)
@@ -295,6 +307,7 @@ func (t *Tier) put(ctx context.Context, k tiers.Key, l tiers.Layout, mode codec.
 			ops = append(ops, op{key: metaKey(oldSeq, bk), del: true})
 		}
 		err = t.st.write(ops)
+		t.space.failed(err)
 	}
 
 	t.mu.Lock()
@@ -461,7 +474,7 @@ func (t *Tier) remove(bk []byte, seq uint64) (int64, error) {
 	seq, size := e.seq, int64(e.size)
 	t.mu.Unlock()
 
-	if err := t.st.write([]op{{key: dataKey(bk), del: true}, {key: metaKey(seq, bk), del: true}}); err != nil {
+	if err := t.writeMeta([]op{{key: dataKey(bk), del: true}, {key: metaKey(seq, bk), del: true}}); err != nil {
 		return 0, err
 	}
 	t.mu.Lock()
@@ -523,7 +536,7 @@ func (t *Tier) dropCorrupt(bk []byte, version uint64) {
 		ops = append(ops, op{key: metaKey(e.seq, bk), del: true})
 	}
 	t.mu.Unlock()
-	if err := t.st.write(ops); err != nil {
+	if err := t.writeMeta(ops); err != nil {
 		return
 	}
 	if i != nilEntry {
@@ -554,7 +567,7 @@ func (t *Tier) forgetMissing(bk []byte) {
 	}
 	seq := t.idx.at(i).seq
 	t.mu.Unlock()
-	if err := t.st.write([]op{{key: metaKey(seq, bk), del: true}}); err != nil {
+	if err := t.writeMeta([]op{{key: metaKey(seq, bk), del: true}}); err != nil {
 		return
 	}
 	t.mu.Lock()
@@ -587,6 +600,8 @@ func (t *Tier) Stats() tiers.TierStats {
 		ReservedBytes: max(used, t.diskUsage(false)),
 		Blocks:        blocks,
 		Corrupt:       t.corrupt.Load(),
+		WritesStopped: t.space.stopped.Load(),
+		FreeBytes:     t.space.free.Load(),
 	}
 }
 
@@ -594,7 +609,12 @@ func (t *Tier) diskUsage(force bool) int64 {
 	t.usageMu.Lock()
 	defer t.usageMu.Unlock()
 	if force || time.Since(t.usageAt) > usageTTL {
-		t.usage, t.usageAt = diskUsage(t.dir), time.Now()
+		var tables int64
+		t.usage, tables = diskUsage(t.dir)
+		t.usageAt = time.Now()
+		t.space.lsm.Store(tables)
+		_, _ = t.space.measure()
+		t.space.recheck() // space may have come back without a write to notice it
 	}
 	return t.usage
 }
@@ -612,6 +632,12 @@ func (t *Tier) Close() error {
 		return fmt.Errorf("%w: nvme tier", tiers.ErrClosed)
 	}
 	t.closed = true
+	if err := t.space.closeRoom(t.cfg); err != nil {
+		// Badger flushes its memtable to a table as it closes; on a full
+		// file system that write faults. Leave its files as they are: the
+		// write-ahead log is replayed at the next Open.
+		return fmt.Errorf("%w: not closing the store cleanly: %w", ErrStore, err)
+	}
 	if !t.poisoned.Load() {
 		return t.st.close()
 	}
@@ -753,7 +779,7 @@ func (t *Tier) load(ctx context.Context) error {
 	}
 	for len(drop) > 0 {
 		n := min(len(drop), repairBatch)
-		if err := t.st.write(drop[:n]); err != nil {
+		if err := t.writeMeta(drop[:n]); err != nil {
 			return fmt.Errorf("nvme: repairing index: %w", err)
 		}
 		drop = drop[n:]
@@ -785,5 +811,16 @@ func (t *Tier) checkFormat(ctx context.Context) error {
 	if !empty {
 		return fmt.Errorf("%w: %s holds a Badger database without a kvtier format key", ErrFormat, t.dir)
 	}
-	return t.st.write([]op{{key: formatKey, val: []byte{formatVersion}}})
+	return t.writeMeta([]op{{key: formatKey, val: []byte{formatVersion}}})
+}
+
+// writeMeta is st.write for writes without a frame (deletes, repairs, the
+// format key), after the space guard's check.
+func (t *Tier) writeMeta(ops []op) error {
+	if err := t.space.admitMeta(); err != nil {
+		return err
+	}
+	err := t.st.write(ops)
+	t.space.failed(err)
+	return err
 }

@@ -182,7 +182,7 @@ func TestCapacity(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := tr.Stats()
+			before := accounting(tr)
 			err := tr.Put(ctx, tc.key, tc.l, block(tc.l, 99))
 			for _, want := range tc.wantErr {
 				if !errors.Is(err, want) {
@@ -192,7 +192,7 @@ func TestCapacity(t *testing.T) {
 			if tc.wantErr == nil && err != nil {
 				t.Fatalf("Put: %v", err)
 			}
-			s := tr.Stats()
+			s := accounting(tr)
 			if s.UsedBytes > s.CapacityBytes {
 				t.Fatalf("used %d exceeds capacity %d", s.UsedBytes, s.CapacityBytes)
 			}
@@ -318,7 +318,7 @@ func TestReopen(t *testing.T) {
 		}
 		want = slices.DeleteFunc(want, func(o blk) bool { return o.k == k })
 	}
-	before := tr.Stats()
+	before := accounting(tr)
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}

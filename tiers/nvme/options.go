@@ -23,6 +23,7 @@ type config struct {
 	badgerLevel  slog.Level
 	directReads  bool
 	wrapStore    func(store) store // tests: fault injection
+	statfs       statfsFunc        // free space of the directory's file system; tests replace it
 }
 
 // Defaults. The value log file size bounds the largest frame (a frame must
@@ -54,6 +55,7 @@ func defaultConfig(capacity int64) config {
 		logger:       slog.Default(),
 		badgerLevel:  slog.LevelWarn,
 		directReads:  true,
+		statfs:       statfs,
 	}
 }
 
