@@ -44,6 +44,20 @@
 // reading any frame; Scan reports blocks in that order. A 0x00 format key
 // marks the directory; Open refuses a non-empty directory without it.
 //
+// # Disk space and damage
+//
+//   - Badger writes through memory mappings of sparse files, where a full
+//     file system is SIGBUS, not an error. The tier checks free space before
+//     every write and keeps a reserve for Badger's own writes; below it puts
+//     fail with tiers.ErrNoSpace, reads go on, and writes resume once space
+//     returns (TierStats.WritesStopped, FreeBytes). Open sizes Badger's files
+//     to the capacity and lowers a capacity the file system cannot hold.
+//     See space.go.
+//   - A store that cannot open (a damaged table, a missing MANIFEST) is set
+//     aside into QuarantineDir and the tier starts empty (WithRecover;
+//     TierStats.Quarantined); blocks whose frames lie past the end of their
+//     value log file are dropped at Open. See recover.go.
+//
 // # Caveats
 //
 //   - A frame that fails its checksum (twice: the read is retried once, as

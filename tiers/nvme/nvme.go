@@ -75,10 +75,12 @@ type Tier struct {
 
 	bufs sync.Pool // *[]byte frame buffers, reused across Puts
 
-	corrupt  atomic.Int64 // copies found damaged and removed since Open
-	poisoned atomic.Bool  // the value log is damaged under Badger (see poison)
-	garbage  atomic.Int64 // frame bytes deleted or replaced since the last collection began
-	gcRuns   atomic.Int64 // completed collections
+	corrupt atomic.Int64 // copies found damaged and removed since Open
+	// quarantined is 1 when Open set a damaged store aside (recover.go).
+	quarantined atomic.Int64
+	poisoned    atomic.Bool  // the value log is damaged under Badger (see poison)
+	garbage     atomic.Int64 // frame bytes deleted or replaced since the last collection began
+	gcRuns      atomic.Int64 // completed collections
 
 	usageMu sync.Mutex // protects usage, usageAt
 	usage   int64
@@ -111,6 +113,25 @@ func Open(dir string, capacity int64, opts ...Option) (*Tier, error) {
 	}
 	capacity, sp, err := fitToDisk(dir, capacity, &cfg)
 	if err != nil {
+		return nil, err
+	}
+	t, err := open(dir, capacity, cfg, sp)
+	if err == nil {
+		return t, nil
+	}
+	if err := recoverStore(dir, cfg, err); err != nil {
+		return nil, err
+	}
+	if t, err = open(dir, capacity, cfg, sp); err != nil {
+		return nil, err
+	}
+	t.quarantined.Store(1)
+	return t, nil
+}
+
+// open opens the store in dir and rebuilds the index from it.
+func open(dir string, capacity int64, cfg config, sp *space) (*Tier, error) {
+	if err := checkManifest(dir); err != nil {
 		return nil, err
 	}
 	db, err := openBadger(dir, cfg)
@@ -602,6 +623,7 @@ func (t *Tier) Stats() tiers.TierStats {
 		Corrupt:       t.corrupt.Load(),
 		WritesStopped: t.space.stopped.Load(),
 		FreeBytes:     t.space.free.Load(),
+		Quarantined:   t.quarantined.Load(),
 	}
 }
 
@@ -754,15 +776,34 @@ func (t *Tier) load(ctx context.Context) error {
 		return fmt.Errorf("nvme: rebuilding index: %w", err)
 	}
 	seen := make([]uint64, (t.idx.n+63)/64)
-	err = t.st.scan(ctx, []byte{prefixData}, nil, false, func(key, _ []byte) error {
+	sizes := vlogSizes(t.dir)
+	var lost int64
+	err = t.st.pointers(ctx, []byte{prefixData}, func(key []byte, vp valuePointer, ok bool) error {
 		i := t.idx.find(key[1:])
 		if i == nilEntry {
 			drop = append(drop, op{key: append([]byte(nil), key...), del: true})
 			return nil
 		}
+		if ok && sizes != nil {
+			// A frame past the end of its value log file (cut short, or
+			// gone) is lost: drop it now rather than have the Store
+			// believe it cached until a Get finds out.
+			if size, found := sizes[vp.fid]; !found || int64(vp.offset)+int64(vp.len) > size {
+				lost++
+				drop = append(drop, op{key: append([]byte(nil), key...), del: true})
+				return nil // not seen: its meta and index entry go below
+			}
+		}
 		seen[i/64] |= 1 << (i % 64)
 		return nil
 	})
+	if lost > 0 {
+		t.corrupt.Add(lost)
+		if t.cfg.logger != nil {
+			t.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "nvme: blocks point past the end of their value log file; dropped",
+				slog.String("dir", t.dir), slog.Int64("blocks", lost))
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("nvme: rebuilding index: %w", err)
 	}

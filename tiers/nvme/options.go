@@ -24,6 +24,7 @@ type config struct {
 	directReads  bool
 	wrapStore    func(store) store // tests: fault injection
 	statfs       statfsFunc        // free space of the directory's file system; tests replace it
+	recover      RecoverMode
 }
 
 // Defaults. The value log file size bounds the largest frame (a frame must

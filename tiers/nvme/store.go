@@ -28,6 +28,10 @@ type store interface {
 	// is nil unless values is set; only ask for values that live in the LSM
 	// tree (metas), never frames.
 	scan(ctx context.Context, prefix, start []byte, values bool, fn func(key, val []byte) error) error
+	// pointers calls fn for each key under prefix with where its value lives
+	// in the value log; ok is false when that is unknown (a value kept in
+	// the LSM tree, or Badger's item layout not found: see direct.go).
+	pointers(ctx context.Context, prefix []byte, fn func(key []byte, vp valuePointer, ok bool) error) error
 	// sync makes every completed write durable.
 	sync() error
 	// flush writes every memtable to a level-0 table.
@@ -168,6 +172,29 @@ func (s *badgerStore) scan(ctx context.Context, prefix, start []byte, values boo
 			}
 			key := item.Key()
 			if err := item.Value(func(val []byte) error { return fn(key, val) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *badgerStore) pointers(ctx context.Context, prefix []byte, fn func(key []byte, vp valuePointer, ok bool) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer recoverTo(&err)
+	return s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = prefix
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			item := it.Item()
+			vp, ok := valuePointerOf(item)
+			if err := fn(item.Key(), vp, ok); err != nil {
 				return err
 			}
 		}

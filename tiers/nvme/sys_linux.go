@@ -23,7 +23,13 @@ func openDirect(path string) (*os.File, error) {
 // sparse file twice the configured size), and those of its LSM tables.
 func diskUsage(dir string) (n, tables int64) {
 	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			if d.Name() == QuarantineDir && path != dir {
+				return filepath.SkipDir // set aside, not the store's
+			}
 			return nil
 		}
 		info, err := d.Info()

@@ -17,7 +17,13 @@ func openDirect(string) (*os.File, error) { return nil, os.ErrInvalid }
 // count in full off Linux), and that of its LSM tables.
 func diskUsage(dir string) (n, tables int64) {
 	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			if d.Name() == QuarantineDir && path != dir {
+				return filepath.SkipDir // set aside, not the store's
+			}
 			return nil
 		}
 		if info, err := d.Info(); err == nil {
