@@ -145,7 +145,27 @@ func (s *badgerStore) get(key []byte, fn func(val []byte) error) (version uint64
 	return version, err
 }
 
-func (s *badgerStore) scan(ctx context.Context, prefix, start []byte, values bool, fn func(key, val []byte) error) (err error) {
+func (s *badgerStore) scan(ctx context.Context, prefix, start []byte, values bool, fn func(key, val []byte) error) error {
+	return s.each(ctx, prefix, start, func(item *badger.Item) error {
+		key := item.Key()
+		if !values {
+			return fn(key, nil)
+		}
+		return item.Value(func(val []byte) error { return fn(key, val) })
+	})
+}
+
+func (s *badgerStore) pointers(ctx context.Context, prefix []byte, fn func(key []byte, vp valuePointer, ok bool) error) error {
+	return s.each(ctx, prefix, nil, func(item *badger.Item) error {
+		vp, ok := valuePointerOf(item)
+		return fn(item.Key(), vp, ok)
+	})
+}
+
+// each calls fn for each item under prefix, in key order from start (or
+// from the first key when start is nil), values not prefetched, in one
+// read-only transaction, stopping at the first error.
+func (s *badgerStore) each(ctx context.Context, prefix, start []byte, fn func(item *badger.Item) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverTo(&err)
 	return s.db.View(func(txn *badger.Txn) error {
@@ -163,38 +183,7 @@ func (s *badgerStore) scan(ctx context.Context, prefix, start []byte, values boo
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			item := it.Item()
-			if !values {
-				if err := fn(item.Key(), nil); err != nil {
-					return err
-				}
-				continue
-			}
-			key := item.Key()
-			if err := item.Value(func(val []byte) error { return fn(key, val) }); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-func (s *badgerStore) pointers(ctx context.Context, prefix []byte, fn func(key []byte, vp valuePointer, ok bool) error) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer recoverTo(&err)
-	return s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.PrefetchValues = false
-		opts.Prefix = prefix
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			item := it.Item()
-			vp, ok := valuePointerOf(item)
-			if err := fn(item.Key(), vp, ok); err != nil {
+			if err := fn(it.Item()); err != nil {
 				return err
 			}
 		}
