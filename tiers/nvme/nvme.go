@@ -42,7 +42,7 @@ const (
 var poisonedCloseWait = 5 * time.Second
 
 // Tier is the NVMe tier: codec frames in a Badger database, with a byte
-// capacity, an in-memory LRU index and background value-log GC. Safe for
+// capacity, an in-memory index and background value-log GC. Safe for
 // concurrent use.
 type Tier struct {
 	dir      string
@@ -96,7 +96,7 @@ type Tier struct {
 // Open opens (creating if needed) the tier stored in dir, with a bound of
 // capacity bytes of frames. On an existing directory it rebuilds the index
 // from a key-only pass over Badger's LSM tree (no value is read): blocks are
-// served at once, in LRU order of their last write.
+// served at once; Scan reports them in the order of their last write.
 func Open(dir string, capacity int64, opts ...Option) (*Tier, error) {
 	if capacity <= 0 {
 		return nil, fmt.Errorf("%w: nvme: capacity %d", tiers.ErrInvalid, capacity)
@@ -378,7 +378,6 @@ func (t *Tier) get(ctx context.Context, k tiers.Key, dst []byte, decode bool) (t
 		t.mu.Unlock()
 		return tiers.Layout{}, dst, fmt.Errorf("%w: nvme: %v", tiers.ErrNotFound, k)
 	}
-	t.idx.touch(i)
 	t.mu.Unlock()
 
 	// A failed read is tried again before the block is declared corrupt:
