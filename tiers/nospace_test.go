@@ -50,3 +50,22 @@ func TestStoreNVMeOutOfSpace(t *testing.T) {
 		t.Fatalf("no block reached NVMe after space came back: %+v", st)
 	}
 }
+
+// TestStoreCloseNVMeOutOfSpace: Close does not fail because NVMe has no
+// room for the DRAM blocks it lacks; they are dropped (and logged).
+func TestStoreCloseNVMeOutOfSpace(t *testing.T) {
+	ctx := context.Background()
+	ts := newTestStore(t, 8, 64, 0)
+	ts.nvme.mu.Lock()
+	ts.nvme.putErr = fmt.Errorf("%w: test disk full", ErrNoSpace)
+	ts.nvme.mu.Unlock()
+	for i := range 4 {
+		k := testKey("c", i)
+		if err := ts.Put(ctx, k, testLayout, content(k, testBlock, 0), PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ts.Store.Close(); err != nil {
+		t.Fatalf("Close with NVMe out of space: %v", err)
+	}
+}
