@@ -134,17 +134,9 @@ func open(dir string, capacity int64, cfg config, sp *space) (*Tier, error) {
 	if err := checkManifest(dir); err != nil {
 		return nil, err
 	}
-	db, err := openBadger(dir, cfg)
+	st, err := openStore(dir, cfg, sp.readOnly.Load())
 	if err != nil {
 		return nil, err
-	}
-	var direct *directReader
-	if cfg.directReads {
-		direct = newDirectReader(dir)
-	}
-	var st store = newBadgerStore(db, direct)
-	if cfg.wrapStore != nil {
-		st = cfg.wrapStore(st)
 	}
 	t := &Tier{
 		dir:      dir,
@@ -167,7 +159,24 @@ func open(dir string, capacity int64, cfg config, sp *space) (*Tier, error) {
 	return t, nil
 }
 
-func openBadger(dir string, cfg config) (db *badger.DB, err error) {
+// openStore opens Badger in dir and wraps it in the tier's store.
+func openStore(dir string, cfg config, readOnly bool) (store, error) {
+	db, err := openBadger(dir, cfg, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	var direct *directReader
+	if cfg.directReads {
+		direct = newDirectReader(dir)
+	}
+	var st store = newBadgerStore(db, direct)
+	if cfg.wrapStore != nil {
+		st = cfg.wrapStore(st)
+	}
+	return st, nil
+}
+
+func openBadger(dir string, cfg config, readOnly bool) (db *badger.DB, err error) {
 	defer recoverTo(&err)
 	opt := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{l: cfg.logger, level: cfg.badgerLevel}).
@@ -183,7 +192,8 @@ func openBadger(dir string, cfg config) (db *badger.DB, err error) {
 		WithNumGoroutines(1).
 		WithValueLogFileSize(cfg.vlogFileSize).
 		WithMetricsEnabled(false).
-		WithDetectConflicts(false)
+		WithDetectConflicts(false).
+		WithReadOnly(readOnly)
 	db, err = badger.OpenManaged(opt)
 	if err != nil {
 		return nil, fmt.Errorf("%w: open %s: %w", ErrStore, dir, err)
@@ -653,7 +663,7 @@ func (t *Tier) Close() error {
 		return fmt.Errorf("%w: nvme tier", tiers.ErrClosed)
 	}
 	t.closed = true
-	if err := t.space.closeRoom(t.cfg); err != nil {
+	if err := t.space.closeRoom(t.cfg); err != nil && !t.space.readOnly.Load() {
 		// Badger flushes its memtable to a table as it closes; on a full
 		// file system that write faults. Leave its files as they are: the
 		// write-ahead log is replayed at the next Open.
@@ -816,6 +826,9 @@ func (t *Tier) load(ctx context.Context) error {
 			drop = append(drop, op{key: metaKey(e.seq, bk), del: true})
 		}
 		t.idx.remove(i)
+	}
+	if t.space.readOnly.Load() {
+		drop = nil // no repair while read-only; the next Open repairs
 	}
 	for len(drop) > 0 {
 		n := min(len(drop), repairBatch)

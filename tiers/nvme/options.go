@@ -25,6 +25,7 @@ type config struct {
 	wrapStore    func(store) store // tests: fault injection
 	statfs       statfsFunc        // free space of the directory's file system; tests replace it
 	recover      RecoverMode
+	spaceRetry   time.Duration // how often a read-only store retries a writable open
 }
 
 // Defaults. The value log file size bounds the largest frame (a frame must
@@ -57,6 +58,7 @@ func defaultConfig(capacity int64) config {
 		badgerLevel:  slog.LevelWarn,
 		directReads:  true,
 		statfs:       statfs,
+		spaceRetry:   spaceRetry,
 	}
 }
 

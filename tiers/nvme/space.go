@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/kvtier/kvtier/tiers"
 )
@@ -37,10 +40,13 @@ import (
 //     a memtable flush and an LSM rewrite fit (gcRoom); the reserve puts
 //     stop at leaves that room, so GC can still give deleted frames' space
 //     back once puts have stopped.
-//   - Open sizes value log files and memtables to the capacity, lowers a
-//     capacity larger than the file system can hold (with a warning), and
-//     refuses, with an error and no crash, to open a store on a file
-//     system with less than half the reserve free.
+//   - Open sizes value log files and memtables to the capacity and lowers
+//     a capacity larger than the file system can hold (with a warning). On
+//     a file system with less than half the reserve free it opens an
+//     existing store read-only (Badger then writes nothing), serves it with
+//     writes stopped, and reopens it for writing once the reserve is free
+//     again (checked every 5 s); it refuses, with an error and
+//     no crash, to create a store there.
 //   - A write that Badger fails with ENOSPC, EIO or EROFS stops writes too.
 //
 // While writes are stopped the tier serves what it holds; the log says so
@@ -69,6 +75,10 @@ type space struct {
 
 	mu      sync.Mutex // protects stopped's transitions and their log lines
 	stopped atomic.Bool
+	// readOnly: Open found too little space to open Badger for writing and
+	// opened it read-only; every write is refused until the tier reopens
+	// it for writing (Tier.reopenWritable).
+	readOnly atomic.Bool
 }
 
 // metaWrite is what a delete or a repair may add to Badger's files.
@@ -101,6 +111,9 @@ func (s *space) measure() (int64, error) {
 // tiers.ErrNoSpace when the reserve would not be left free, and stops
 // writes until a later check finds room.
 func (s *space) admit(n int64) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
 	fly := s.inFly.Add(n)
 	free, err := s.measure()
 	need := s.reserve() + fly
@@ -123,10 +136,23 @@ func (s *space) admit(n int64) error {
 
 func (s *space) done(n int64) { s.inFly.Add(-n) }
 
+// writable refuses every write while the store is open read-only.
+func (s *space) writable() error {
+	if s.readOnly.Load() {
+		s.refuse.Add(1)
+		return fmt.Errorf("%w: nvme: %s: store opened read-only for lack of disk space; it reopens for writing once space returns",
+			tiers.ErrNoSpace, s.dir)
+	}
+	return nil
+}
+
 // admitMeta checks that a small write (a delete, a repair) can go ahead:
 // it needs half the reserve free. It does not change whether puts are
 // stopped.
 func (s *space) admitMeta() error {
+	if err := s.writable(); err != nil {
+		return err
+	}
 	free, err := s.measure()
 	if err != nil {
 		return err
@@ -143,6 +169,9 @@ func (s *space) admitMeta() error {
 // before the file it empties is deleted. The reserve puts stop at covers
 // it, so GC can run while puts are stopped and give space back.
 func (s *space) gcRoom(cfg config) error {
+	if err := s.writable(); err != nil {
+		return err
+	}
 	n := int64(float64(cfg.vlogFileSize)*(1-cfg.discardRatio)) + 2*cfg.memTableSize + s.lsm.Load() + metaWrite
 	free, err := s.measure()
 	if err != nil {
@@ -204,7 +233,7 @@ func (s *space) stop(err error) {
 }
 
 func (s *space) resume(free int64) {
-	if !s.stopped.Load() {
+	if !s.stopped.Load() || s.readOnly.Load() {
 		return
 	}
 	s.mu.Lock()
@@ -221,9 +250,10 @@ func (s *space) resume(free int64) {
 // capacity calls for, at least 1 MiB each, so a
 // small tier does not keep hundreds of MiB of sparse files, and it lowers
 // a capacity the file system cannot hold (what the directory already
-// takes, plus the free space, less the reserve) with a warning. A file
-// system with less than half the reserve free is refused: Badger would
-// fault writing the headers of its new files.
+// takes, plus the free space, less the reserve) with a warning. On a file
+// system with less than half the reserve free, where Badger would fault
+// writing the headers of its new files, an existing store is marked for a
+// read-only open and a new one is refused.
 func fitToDisk(dir string, capacity int64, cfg *config) (int64, *space, error) {
 	const mib = 1 << 20
 	roundUp := func(n int64) int64 { return (n + mib - 1) / mib * mib }
@@ -239,11 +269,18 @@ func fitToDisk(dir string, capacity int64, cfg *config) (int64, *space, error) {
 	cfg.memTableSize = min(cfg.memTableSize, max(mib, roundUp(size/64)))
 	sp.base = reserveFor(*cfg)
 	if need := sp.reserve() / 2; free < need {
-		return 0, nil, fmt.Errorf("%w: nvme: %s: %d bytes free, at least %d needed to open the store without risking a fault in Badger; free some space",
+		err := fmt.Errorf("%w: nvme: %s: %d bytes free, at least %d needed to open the store for writing without risking a fault in Badger",
 			tiers.ErrNoSpace, dir, free, need)
+		if _, serr := os.Stat(filepath.Join(dir, "MANIFEST")); serr != nil {
+			return 0, nil, fmt.Errorf("%w; free some space", err)
+		}
+		// A store is there: open it read-only (Badger writes nothing
+		// then) and serve it until space returns.
+		sp.readOnly.Store(true)
+		sp.stop(fmt.Errorf("%w; opening it read-only until space returns", err))
 	}
 	if room := used + free - sp.reserve(); capacity > room {
-		lowered := max(room, mib)
+		lowered := max(room, used, mib) // never below what the directory holds
 		if cfg.logger != nil {
 			cfg.logger.LogAttrs(context.Background(), slog.LevelWarn,
 				"nvme: capacity larger than the file system can hold; lowered until restart",
@@ -253,4 +290,47 @@ func fitToDisk(dir string, capacity int64, cfg *config) (int64, *space, error) {
 		capacity = lowered
 	}
 	return capacity, sp, nil
+}
+
+// spaceRetry is how often a tier opened read-only checks whether it can
+// reopen for writing.
+const spaceRetry = 5 * time.Second
+
+// reopenWritable reopens a store opened read-only for writing once the
+// reserve is free. It runs on the GC goroutine and holds opsMu exclusively
+// while it swaps the store, so no call sees it half done. The index stays:
+// the store holds the same blocks either way. If the writable open fails,
+// the store is opened read-only again; if that fails too the tier closes.
+func (t *Tier) reopenWritable() {
+	if !t.space.readOnly.Load() {
+		return
+	}
+	free, err := t.space.measure()
+	if r := t.space.reserve(); err != nil || free < r+r/4 {
+		return
+	}
+	t.opsMu.Lock()
+	defer t.opsMu.Unlock()
+	if t.closed {
+		return
+	}
+	log := t.cfg.logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := t.st.close(); err != nil {
+		log.Warn("nvme: closing the read-only store", "dir", t.dir, "err", err)
+	}
+	st, err := openStore(t.dir, t.cfg, false)
+	if err == nil {
+		t.st = st
+		t.space.readOnly.Store(false)
+		t.space.resume(free)
+		return
+	}
+	log.Error("nvme: reopening the store for writing failed; staying read-only", "dir", t.dir, "err", err)
+	if t.st, err = openStore(t.dir, t.cfg, true); err != nil {
+		t.closed = true
+		log.Error("nvme: reopening the store read-only failed too; the NVMe tier is closed", "dir", t.dir, "err", err)
+	}
 }

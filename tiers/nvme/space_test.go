@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/kvtier/kvtier/tiers"
 )
@@ -116,4 +117,61 @@ func TestOpenFitsDisk(t *testing.T) {
 	if _, err := Open(t.TempDir(), 1<<30, WithLogger(testLogger(t), 0), disk.option()); !errors.Is(err, tiers.ErrNoSpace) {
 		t.Fatalf("Open with statfs failing: %v, want tiers.ErrNoSpace", err)
 	}
+}
+
+// TestReadOnlyUntilSpaceReturns: an existing store on a file system with
+// too little space to open it for writing opens read-only (Badger writes
+// nothing), serves its blocks with writes refused, and reopens for writing
+// by itself once space returns.
+func TestReadOnlyUntilSpaceReturns(t *testing.T) {
+	ctx := context.Background()
+	l := testLayout(64)
+	dir := t.TempDir()
+	disk := &fakeDisk{}
+	disk.free.Store(1 << 40)
+	retry := func(c *config) { c.spaceRetry = 10 * time.Millisecond }
+	tr := openTest(t, dir, 1<<30, disk.option(), retry)
+	reserve := tr.space.reserve()
+	for i := range 8 {
+		mustPut(t, tr, testKey("ro", i), l, block(l, uint64(i)))
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	disk.free.Store(reserve / 4)
+	tr = openTest(t, dir, 1<<30, disk.option(), retry)
+	if st := tr.Stats(); !st.WritesStopped || st.Blocks != 8 {
+		t.Fatalf("stats %+v, want writes stopped and the 8 blocks", st)
+	}
+	for i := range 8 {
+		mustGet(t, tr, testKey("ro", i), l, block(l, uint64(i)))
+	}
+	if err := tr.Put(ctx, testKey("ro", 100), l, block(l, 100)); !errors.Is(err, tiers.ErrNoSpace) {
+		t.Fatalf("Put on a read-only store: %v, want tiers.ErrNoSpace", err)
+	}
+	if err := tr.Delete(ctx, testKey("ro", 1)); !errors.Is(err, tiers.ErrNoSpace) {
+		t.Fatalf("Delete on a read-only store: %v, want tiers.ErrNoSpace", err)
+	}
+	time.Sleep(50 * time.Millisecond) // retries find no room yet
+	if !tr.Stats().WritesStopped {
+		t.Fatal("writes resumed without space")
+	}
+
+	disk.free.Store(1 << 40)
+	if !waitFor(5*time.Second, func() bool { return !tr.Stats().WritesStopped }) {
+		t.Fatal("the store was not reopened for writing after space returned")
+	}
+	mustPut(t, tr, testKey("ro", 100), l, block(l, 100))
+	if err := tr.Delete(ctx, testKey("ro", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tr = openTest(t, dir, 1<<30, disk.option())
+	if st := tr.Stats(); st.Blocks != 8 || st.WritesStopped {
+		t.Fatalf("after reopening: %+v, want 8 blocks and writes going on", st)
+	}
+	mustGet(t, tr, testKey("ro", 100), l, block(l, 100))
 }
