@@ -61,9 +61,10 @@ got=0; for i in $(seq 2030 2039); do "$bin" get --socket "$sock" --ns bench --ha
 echo "== restart on the nearly full file system"
 kill "$pid"; wait "$pid"; echo "daemon exit status $?"; pid=""
 start; nvme_line
+got=0; for i in $(seq 190 199); do "$bin" get --socket "$sock" --ns bench --hash "$(printf '%032x' "$i")" --layer 0 -o /dev/null 2>/dev/null && got=$((got+1)); done; echo "gets after restart (NVMe only): $got of 10"
 echo "== filler removed"
 rm "$mnt/filler"
-sleep 1.5
+sleep 6 # a store opened read-only retries a writable open every 5 s
 put 5 3000 --durable
 nvme_line
 kill "$pid"; wait "$pid"; echo "daemon exit status $?"; pid=""
