@@ -71,7 +71,6 @@ type space struct {
 	lsm    atomic.Int64 // bytes of LSM tables on disk, refreshed with the disk usage
 	inFly  atomic.Int64 // bytes of admitted writes not yet done
 	free   atomic.Int64 // last statfs reading
-	refuse atomic.Int64 // writes refused for lack of space since Open
 
 	mu      sync.Mutex // protects stopped's transitions and their log lines
 	stopped atomic.Bool
@@ -126,7 +125,6 @@ func (s *space) admit(n int64) error {
 	}
 	if err != nil {
 		s.inFly.Add(-n)
-		s.refuse.Add(1)
 		s.stop(err)
 		return err
 	}
@@ -139,7 +137,6 @@ func (s *space) done(n int64) { s.inFly.Add(-n) }
 // writable refuses every write while the store is open read-only.
 func (s *space) writable() error {
 	if s.readOnly.Load() {
-		s.refuse.Add(1)
 		return fmt.Errorf("%w: nvme: %s: store opened read-only for lack of disk space; it reopens for writing once space returns",
 			tiers.ErrNoSpace, s.dir)
 	}
@@ -158,7 +155,6 @@ func (s *space) admitMeta() error {
 		return err
 	}
 	if free-s.inFly.Load() < s.reserve()/2+metaWrite {
-		s.refuse.Add(1)
 		return fmt.Errorf("%w: nvme: %s: %d bytes free, below half the %d-byte reserve", tiers.ErrNoSpace, s.dir, free, s.reserve())
 	}
 	return nil
