@@ -82,6 +82,7 @@ func Code(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, tiers.ErrExhausted),
 		errors.Is(err, tiers.ErrFull),
+		errors.Is(err, tiers.ErrNoSpace),
 		errors.Is(err, ErrTooManyLeases):
 		return codes.ResourceExhausted
 	case errors.Is(err, tiers.ErrNotPinned),

@@ -69,6 +69,9 @@ var (
 	descTierEvict   = prometheus.NewDesc("kvtier_tier_evictions_total", "Copies evicted from the tier.", tierLabels, nil)
 	descTierPromote = prometheus.NewDesc("kvtier_tier_promotions_total", "Copies brought into the tier from below.", tierLabels, nil)
 	descTierCorrupt = prometheus.NewDesc("kvtier_tier_corrupt_total", "Copies found damaged and removed.", tierLabels, nil)
+	descTierStopped = prometheus.NewDesc("kvtier_tier_writes_stopped", "1 while the tier takes no writes because its device is out of space or failing; reads go on.", tierLabels, nil)
+	descTierFree    = prometheus.NewDesc("kvtier_tier_free_bytes", "Free space of the tier's file system at the last check (tiers on a file system only).", tierLabels, nil)
+	descTierQuar    = prometheus.NewDesc("kvtier_tier_quarantined_total", "Damaged stores the tier set aside when it opened.", tierLabels, nil)
 	descMisses      = prometheus.NewDesc("kvtier_misses_total", "Gets of blocks not cached.", nil, nil)
 	descDemotions   = prometheus.NewDesc("kvtier_demotions_total", "DRAM blocks copied to NVMe.", nil, nil)
 	descIndexed     = prometheus.NewDesc("kvtier_indexed_blocks", "Blocks with at least one copy.", nil, nil)
@@ -78,7 +81,7 @@ var (
 
 func (storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descTierCap, descTierUsed, descTierLogical, descTierRes, descTierBlocks, descTierHits,
-		descTierEvict, descTierPromote, descTierCorrupt, descMisses, descDemotions, descIndexed, descPinned, descWBQueue} {
+		descTierEvict, descTierPromote, descTierCorrupt, descTierStopped, descTierFree, descTierQuar, descMisses, descDemotions, descIndexed, descPinned, descWBQueue} {
 		ch <- d
 	}
 }
@@ -102,12 +105,24 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ctr(descTierEvict, l.Evictions)
 		ctr(descTierPromote, l.Promotions)
 		ctr(descTierCorrupt, l.Corrupt)
+		g(descTierStopped, boolGauge(l.WritesStopped))
+		if l.FreeBytes > 0 {
+			g(descTierFree, l.FreeBytes)
+		}
+		ctr(descTierQuar, l.Quarantined)
 	}
 	ch <- prometheus.MustNewConstMetric(descMisses, prometheus.CounterValue, float64(st.Misses))
 	ch <- prometheus.MustNewConstMetric(descDemotions, prometheus.CounterValue, float64(st.Demotions))
 	ch <- prometheus.MustNewConstMetric(descIndexed, prometheus.GaugeValue, float64(st.IndexedBlocks))
 	ch <- prometheus.MustNewConstMetric(descPinned, prometheus.GaugeValue, float64(st.PinnedBlocks))
 	ch <- prometheus.MustNewConstMetric(descWBQueue, prometheus.GaugeValue, float64(st.WriteBehindWait))
+}
+
+func boolGauge(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Interceptors: every call goes through one of these two, which

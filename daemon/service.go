@@ -265,6 +265,9 @@ func (s *Server) Stats(context.Context, *pb.StatsRequest) (*pb.StatsResponse, er
 			Evictions:     uint64(max(l.Evictions, 0)),
 			Promotions:    uint64(max(l.Promotions, 0)),
 			LogicalBytes:  uint64(max(l.LogicalBytes, 0)),
+			WritesStopped: l.WritesStopped,
+			FreeBytes:     uint64(max(l.FreeBytes, 0)),
+			Quarantined:   uint64(max(l.Quarantined, 0)),
 		})
 	}
 	resp.Sessions, resp.Leases = s.shm.counts()

@@ -31,6 +31,11 @@ var (
 	ErrPinned = errors.New("tiers: block is pinned")
 	// ErrUnavailable: the request needs a tier this store does not have (HBM without a GPU).
 	ErrUnavailable = errors.New("tiers: tier unavailable")
+	// ErrNoSpace: the tier's device is out of space (or failing), so the tier
+	// takes no writes until space returns. Unlike ErrFull, evicting the
+	// tier's blocks does not help at once: the Store keeps blocks in the
+	// faster tiers, and drops DRAM copies it cannot demote.
+	ErrNoSpace = errors.New("tiers: tier out of disk space")
 	// ErrClosed: the store or tier is closed.
 	ErrClosed = errors.New("tiers: closed")
 )

@@ -2,6 +2,7 @@ package tiers
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -118,11 +119,17 @@ func (s *Store) evict(ctx context.Context, l int) (freed, busy bool) {
 func (s *Store) evictCandidate(ctx context.Context, l int, c candidate) (freed, changed bool) {
 	bit := bitOf[l]
 	sh := c.sh
+	noSpace := false
 	if c.demote {
 		// Write the DRAM copy to NVMe under an I/O pin, then drop it.
 		if err := s.persist(ctx, c.key); err != nil {
-			s.log.Warn("tiers: demoting block to NVMe", "key", c.key.String(), "err", err)
-			return false, false
+			if !errors.Is(err, ErrNoSpace) {
+				s.log.Warn("tiers: demoting block to NVMe", "key", c.key.String(), "err", err)
+				return false, false
+			}
+			// NVMe is out of disk space (it says so once in the log): drop
+			// the copy rather than fail the put that needs its room.
+			noSpace = true
 		}
 	}
 	sh.mu.Lock()
@@ -132,7 +139,7 @@ func (s *Store) evictCandidate(ctx context.Context, l int, c candidate) (freed, 
 		return true, false // deleted meanwhile: its room is free anyway
 	}
 	e := sh.at(i)
-	if e.pins > 0 || e.where&bit == 0 || (c.demote && e.where&inNVMe == 0) {
+	if e.pins > 0 || e.where&bit == 0 || (c.demote && !noSpace && e.where&inNVMe == 0) {
 		gone := e.where&bit == 0
 		sh.mu.Unlock()
 		return gone, !gone

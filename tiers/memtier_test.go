@@ -25,6 +25,8 @@ type memTier struct {
 	closed   bool
 	// corruptNext makes the next Get of this key fail its checksum.
 	corruptNext map[Key]bool
+	// putErr, when set, fails every Put (a tier out of disk space).
+	putErr error
 	// beforeGet, when set, runs at the start of every Get, without mu: a
 	// test's way to act while the store reads this tier.
 	beforeGet func(k Key)
@@ -49,6 +51,9 @@ var (
 func (m *memTier) Put(ctx context.Context, k Key, l Layout, data []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.putErr != nil {
+		return m.putErr
+	}
 	b, err := m.reserve(l.Size())
 	if err != nil {
 		return err

@@ -85,6 +85,7 @@ func (s *Store) Close() error {
 	var errs []error
 	if s.nvme != nil {
 		ctx := context.Background()
+		lost := 0 // blocks NVMe had no space for: a cache may drop them
 		for _, sh := range s.shards {
 			var keys []Key
 			sh.mu.RLock()
@@ -95,11 +96,16 @@ func (s *Store) Close() error {
 			})
 			sh.mu.RUnlock()
 			for _, k := range keys {
-				if err := s.persist(ctx, k); err != nil {
+				if err := s.persist(ctx, k); errors.Is(err, ErrNoSpace) {
+					lost++
+				} else if err != nil {
 					errs = append(errs, fmt.Errorf("tiers: flushing %v to NVMe: %w", k, err))
 					break
 				}
 			}
+		}
+		if lost > 0 {
+			s.log.Warn("tiers: NVMe tier out of disk space; DRAM blocks not kept across the restart", "blocks", lost)
 		}
 		if sy, ok := s.nvme.(Syncer); ok {
 			if err := sy.Sync(); err != nil {

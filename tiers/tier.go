@@ -40,6 +40,11 @@ type TierStats struct {
 	ReservedBytes int64 // bytes the tier actually consumes (slot sizes, value log); ≥ UsedBytes
 	Blocks        int64
 	Corrupt       int64 // copies found damaged and removed since open
+	// WritesStopped: the tier takes no writes because its device is out of
+	// space or failing (puts fail with ErrNoSpace); it resumes by itself.
+	WritesStopped bool
+	FreeBytes     int64 // space left on the tier's file system at the last check (0: not measured)
+	Quarantined   int64 // damaged stores moved aside when the tier opened
 }
 
 // Tier is one level of block storage with a hard byte capacity. DRAM, NVMe

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 )
 
 // writeBehind copies queued DRAM blocks to NVMe until Close. A fixed pool of
@@ -30,7 +31,11 @@ func (s *Store) writeBehind() {
 
 func (s *Store) persistLogged(ctx context.Context, k Key) {
 	if err := s.persist(ctx, k); err != nil {
-		s.log.Warn("tiers: write-behind to NVMe failed; the block stays in DRAM only", "key", k.String(), "err", err)
+		lv := slog.LevelWarn
+		if errors.Is(err, ErrNoSpace) {
+			lv = slog.LevelDebug // the NVMe tier logs running out of space once
+		}
+		s.log.Log(ctx, lv, "tiers: write-behind to NVMe failed; the block stays in DRAM only", "key", k.String(), "err", err)
 	}
 }
 

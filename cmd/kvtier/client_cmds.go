@@ -460,6 +460,9 @@ type tierJSON struct {
 	Evictions     uint64 `json:"evictions"`
 	Promotions    uint64 `json:"promotions"`
 	Corrupt       uint64 `json:"corrupt"`
+	WritesStopped bool   `json:"writes_stopped"` // out of disk space: puts to this tier refused until space returns
+	FreeBytes     uint64 `json:"free_bytes"`     // free space of the tier's file system (0: not measured)
+	Quarantined   uint64 `json:"quarantined"`    // damaged stores set aside at start
 }
 
 func runStats(args []string, stdout, stderr io.Writer) int {
@@ -495,6 +498,7 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 			Tier: tierName(t.GetTier()), Name: t.GetName(), CapacityBytes: t.GetCapacityBytes(),
 			UsedBytes: t.GetUsedBytes(), LogicalBytes: t.GetLogicalBytes(), ReservedBytes: t.GetReservedBytes(), Blocks: t.GetBlocks(),
 			Hits: t.GetHits(), Evictions: t.GetEvictions(), Promotions: t.GetPromotions(), Corrupt: t.GetCorrupt(),
+			WritesStopped: t.GetWritesStopped(), FreeBytes: t.GetFreeBytes(), Quarantined: t.GetQuarantined(),
 		})
 	}
 	if *asJSON {
@@ -508,6 +512,7 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 	for _, t := range out.Tiers {
 		fmt.Fprintf(stdout, "%-6s %-10s %14d %14d %14d %10d %10d %10d %10d\n", t.Tier, t.Name, t.CapacityBytes, t.UsedBytes, t.LogicalBytes, t.Blocks, t.Hits, t.Evictions, t.Promotions)
 	}
+	printTierHealth(stdout, out.Tiers)
 	fmt.Fprintf(stdout, "indexed blocks %d, pinned %d, misses %d, corrupt %d, demotions %d, write-behind queue %d, shm sessions %d, leases %d\n",
 		out.IndexedBlocks, out.PinnedBlocks, out.Misses, out.Corrupt, out.Demotions, out.WriteBehindQueue, out.Sessions, out.Leases)
 	writeGPUs(stdout, out.GPUs, out.GPUTelemetryErr)

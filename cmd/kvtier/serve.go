@@ -169,6 +169,7 @@ type serveFlags struct {
 	nvmeDir    string
 	nvmeBytes  byteSize
 	nvmeCodec  codecModes
+	nvmeRecov  nvme.RecoverMode
 	dramCodec  codecModes
 	hbm        string
 	hbmBytes   byteSize
@@ -208,6 +209,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.nvmeDir, "nvme-dir", defaultNVMeDir, "NVMe tier directory (\"\" for no NVMe tier)")
 	fs.Var(&f.nvmeBytes, "nvme-bytes", "NVMe tier capacity")
 	fs.Var(&f.nvmeCodec, "nvme-codec", "codec of NVMe copies: a mode (raw, lossless, int8, int4, int3, int2) for every namespace, then optional ns=mode overrides, comma-separated (default lossless)")
+	fs.Var(&f.nvmeRecov, "nvme-recover", "what to do with an NVMe store that cannot open: quarantine (move it aside, start empty) or fail")
 	fs.StringVar(&f.hbm, "hbm", "auto", "GPU tier: auto (when a GPU is found), off")
 	fs.Var(&f.hbmBytes, "hbm-bytes", "HBM tier capacity (0: --hbm-fraction of the GPU's free memory)")
 	fs.Float64Var(&f.hbmFrac, "hbm-fraction", 0.25, "share of the GPU's free memory the HBM tier takes when --hbm-bytes is 0")
@@ -295,7 +297,8 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	}
 	closeAll := func() { _ = arena.Close() }
 	if f.nvmeDir != "" {
-		nv, err := nvme.Open(f.nvmeDir, int64(f.nvmeBytes), nvme.WithLogger(log, slog.LevelWarn), nvme.WithCodecMode(f.nvmeCodec.modeOf))
+		nv, err := nvme.Open(f.nvmeDir, int64(f.nvmeBytes), nvme.WithLogger(log, slog.LevelWarn), nvme.WithCodecMode(f.nvmeCodec.modeOf),
+			nvme.WithRecover(f.nvmeRecov))
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("NVMe tier: %w", err)

@@ -81,8 +81,9 @@ func TestConcurrent(t *testing.T) {
 			case err == nil:
 				puts.Store(id, true)
 			case errors.Is(err, tiers.ErrFull):
-				if _, err := tr.EvictLRU(ctx, 2*frameLen(l), nil); err != nil {
-					report(fmt.Errorf("EvictLRU: %w", err))
+				// Make room as the Store does: delete another block.
+				if err := tr.Delete(ctx, key(r.IntN(keys))); err != nil {
+					report(fmt.Errorf("Delete: %w", err))
 				}
 			default:
 				report(fmt.Errorf("Put: %w", err))
@@ -111,11 +112,6 @@ func TestConcurrent(t *testing.T) {
 		}
 	})
 	worker(21, func(r *rand.Rand, i int) {
-		protect := func(k tiers.Key) bool { return k.Hash == key(0).Hash }
-		if _, err := tr.EvictLRU(ctx, int64(r.IntN(4))*frameLen(testLayout(4)), protect); err != nil {
-			report(fmt.Errorf("EvictLRU: %w", err))
-		}
-		tr.Oldest(3, func(tiers.Key, int64) bool { return true })
 		if s := tr.Stats(); s.UsedBytes > s.CapacityBytes {
 			report(fmt.Errorf("used %d > capacity %d", s.UsedBytes, s.CapacityBytes))
 		}

@@ -94,6 +94,26 @@ func valuePointerOf(item *badger.Item) (valuePointer, bool) {
 	}, true
 }
 
+// vlogSizes returns the size of each value log file in dir, by file id
+// (Badger v4's %06d.vlog naming), or nil when dir cannot be read.
+func vlogSizes(dir string) map[uint32]int64 {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	sizes := make(map[uint32]int64)
+	for _, e := range ents {
+		var fid uint32
+		if n, err := fmt.Sscanf(e.Name(), "%06d.vlog", &fid); err != nil || n != 1 || e.Name() != fmt.Sprintf("%06d.vlog", fid) {
+			continue
+		}
+		if info, err := e.Info(); err == nil {
+			sizes[fid] = info.Size()
+		}
+	}
+	return sizes
+}
+
 // directReader reads value log entries with direct I/O.
 type directReader struct {
 	dir   string

@@ -1,6 +1,6 @@
 // Package nvme is the NVMe tier of kvtier: KV blocks as codec frames in a
 // Badger (v4) database on local disk, with a byte capacity, an in-memory
-// LRU index and background value-log garbage collection. It implements
+// index and background value-log garbage collection. It implements
 // tiers.Tier, tiers.FrameTier, tiers.Scanner and tiers.Syncer.
 //
 // # What it owns
@@ -26,13 +26,12 @@
 //     moves blocks that DRAM keeps compressed this way.
 //   - Capacity: the sum of frame lengths (UsedBytes) never exceeds the bound
 //     given to Open; a Put that would is refused with tiers.ErrFull. The tier
-//     never evicts on its own; the Store asks for victims with EvictLRU (or
-//     walks Oldest and calls Delete).
+//     keeps no recency and never evicts on its own: the Store, which knows
+//     what is used, evicts NVMe copies with Delete.
 //   - The index: per block a 128-bit fingerprint of its binary key, a frame
-//     length, a write sequence number and LRU links, about 48 bytes of Go
-//     heap and no pointer (see index.go). The few paths that need a
-//     block's key (EvictLRU, Oldest, repairs at Open) read it back from
-//     its meta key.
+//     length and a write sequence number, about 40 bytes of Go heap and no
+//     pointer (see index.go). The one path that needs a block's key (a
+//     repair at Open) reads it back from its meta key.
 //
 // # On disk
 //
@@ -43,6 +42,20 @@
 // rebuilds the index from the meta keys alone, in write order, without
 // reading any frame; Scan reports blocks in that order. A 0x00 format key
 // marks the directory; Open refuses a non-empty directory without it.
+//
+// # Disk space and damage
+//
+//   - Badger writes through memory mappings of sparse files, where a full
+//     file system is SIGBUS, not an error. The tier checks free space before
+//     every write and keeps a reserve for Badger's own writes; below it puts
+//     fail with tiers.ErrNoSpace, reads go on, and writes resume once space
+//     returns (TierStats.WritesStopped, FreeBytes). Open sizes Badger's files
+//     to the capacity and lowers a capacity the file system cannot hold.
+//     See space.go.
+//   - A store that cannot open (a damaged table, a missing MANIFEST) is set
+//     aside into QuarantineDir and the tier starts empty (WithRecover;
+//     TierStats.Quarantined); blocks whose frames lie past the end of their
+//     value log file are dropped at Open. See recover.go.
 //
 // # Caveats
 //
@@ -60,8 +73,6 @@
 //     go on. Restart to recover.
 //   - Badger 4.9.6 has a data race between value-log GC and commits; the
 //     tier holds writers off while each value log file is rewritten.
-//   - Recency is kept in memory only: after a restart, LRU order is write
-//     order.
 //   - ReservedBytes is the directory's allocated size on disk. Between value
 //     log GC passes it can reach about capacity/(1-discard ratio) plus the
 //     garbage of one GC trigger period; size the disk for that (see gc.go).
@@ -71,10 +82,6 @@
 //     WithSyncWrites(true)).
 //   - The slice returned by Get is the caller's dst, extended; the tier keeps
 //     no reference to it.
-//   - EvictLRU calls its protect callback without the tier's locks, but it
-//     must not call the Tier. EvictLRU and Oldest read each candidate's key
-//     back from Badger: they suit occasional use, not a hot path (the Store
-//     evicts with Delete).
 //   - Reads of blocks that are already in the page cache are faster with
 //     WithDirectReads(false); so are strictly sequential cold reads, which
 //     gain from the kernel's read-ahead. The default favours cold, random

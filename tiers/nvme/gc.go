@@ -55,6 +55,9 @@ func (t *Tier) CollectGarbage(ctx context.Context) error {
 	t.gcMu.Lock()
 	defer t.gcMu.Unlock()
 
+	if err := t.space.gcRoom(t.cfg); err != nil {
+		return err
+	}
 	if g := t.garbage.Swap(0); g > 0 {
 		t.gate.Lock()
 		err := t.st.flush()
@@ -72,6 +75,9 @@ func (t *Tier) CollectGarbage(ctx context.Context) error {
 	}
 	for range maxGCRounds {
 		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := t.space.gcRoom(t.cfg); err != nil {
 			return err
 		}
 		// Writers wait while a file is rewritten: Badger 4.9.6's rewrite
@@ -111,20 +117,32 @@ func (t *Tier) addGarbage(n int64) {
 	}
 }
 
-// gcLoop is the GC goroutine: it owns nothing but its ticker and runs
-// CollectGarbage on the timer and on kicks until Close cancels gcCtx.
+// gcLoop is the GC goroutine: it owns nothing but its tickers and runs
+// CollectGarbage on the timer and on kicks until Close cancels gcCtx; for a
+// store opened read-only it also tries to reopen it for writing.
 func (t *Tier) gcLoop() {
 	defer close(t.gcDone)
-	var tick <-chan time.Time
+	var tick, retry <-chan time.Time
 	if t.cfg.gcInterval > 0 {
 		tk := time.NewTicker(t.cfg.gcInterval)
 		defer tk.Stop()
 		tick = tk.C
 	}
+	if t.space.readOnly.Load() {
+		rt := time.NewTicker(t.cfg.spaceRetry)
+		defer rt.Stop()
+		retry = rt.C
+	}
 	for {
 		select {
 		case <-t.gcCtx.Done():
 			return
+		case <-retry:
+			t.reopenWritable()
+			if !t.space.readOnly.Load() {
+				retry = nil
+			}
+			continue
 		case <-tick:
 		case <-t.kick:
 		}

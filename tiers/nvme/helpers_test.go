@@ -118,7 +118,11 @@ type faultStore struct {
 	writes, reads       atomic.Int64
 	failWrite, failRead atomic.Int64
 	flipFrom, flipTo    atomic.Int64
+	failErr             atomic.Pointer[storeWriteErr] // the failed write's error; nil: errInjected
 }
+
+// storeWriteErr is the error a failed write wraps.
+type storeWriteErr struct{ err error }
 
 var errInjected = errTest("injected I/O error")
 
@@ -128,6 +132,9 @@ func (e errTest) Error() string { return string(e) }
 
 func (f *faultStore) write(ops []op) error {
 	if n := f.failWrite.Load(); n > 0 && f.writes.Add(1) == n {
+		if e := f.failErr.Load(); e != nil {
+			return storeErr("write", e.err)
+		}
 		return storeErr("write", errInjected)
 	}
 	return f.store.write(ops)
@@ -169,4 +176,12 @@ func waitFor(d time.Duration, cond func() bool) bool {
 		time.Sleep(10 * time.Millisecond)
 	}
 	return cond()
+}
+
+// accounting is tr.Stats() without the free space of the file system,
+// which other programs change.
+func accounting(tr *Tier) tiers.TierStats {
+	s := tr.Stats()
+	s.FreeBytes = 0
+	return s
 }

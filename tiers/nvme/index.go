@@ -2,8 +2,9 @@ package nvme
 
 import "hash/maphash"
 
-// index is the tier's in-memory view of its blocks: binary key → frame size,
-// write sequence number and LRU position. It is not safe for concurrent use;
+// index is the tier's in-memory view of its blocks: binary key → frame size
+// and write sequence number. It keeps no recency: eviction is the Store's
+// (it evicts NVMe copies with Delete). It is not safe for concurrent use;
 // Tier.mu guards it.
 //
 // A block is known by a 128-bit fingerprint of its binary key (two keyed
@@ -12,21 +13,19 @@ import "hash/maphash"
 // fingerprint with probability about n²/2¹²⁹ (10⁻²⁵ for ten million
 // blocks), the same trust the default xxh3 mode puts in a 128-bit digest as
 // a block's identity; reads go to Badger by the full key regardless. Where
-// the key itself is needed (EvictLRU, Oldest, repairs at Open) it is read
-// back from the block's meta key, whose sequence number the entry holds.
+// the key itself is needed (repairs at Open) it is read back from the
+// block's meta key, whose sequence number the entry holds.
 //
-// Memory per block, 64-bit: a 40-byte entry in a chunked slice (no growth
+// Memory per block, 64-bit: a 32-byte entry in a chunked slice (no growth
 // slack) and a 4-byte slot in an open-addressing hash table kept between
-// 3/8 and 3/4 full (5-11 bytes a block): about 50 bytes; TestIndexMemory
+// 3/8 and 3/4 full (5-11 bytes a block): about 40 bytes; TestIndexMemory
 // measures it.
 type index struct {
 	seeds  [2]maphash.Seed
 	slots  []int32 // linear probing; entry index+1, 0 when empty; len a power of two
 	chunks [][]entry
 	n      int32 // entries ever allocated
-	free   int32 // free list through entry.older; nilEntry when empty
-	mru    int32 // most recently used; nilEntry when empty
-	lru    int32 // least recently used; nilEntry when empty
+	free   int32 // free list through entry.next; nilEntry when empty
 	count  int64 // live entries
 	used   int64 // sum of live entries' sizes
 	narrow bool  // tests: keep 3 bits of each slot hash to force long probe runs
@@ -44,15 +43,14 @@ const (
 type fingerprint [2]uint64
 
 type entry struct {
-	fp    fingerprint // of the binary key (tiers.Key.AppendBinary)
-	seq   uint64      // write sequence number: the meta key's middle part
-	size  uint32      // frame length in bytes
-	newer int32       // LRU neighbour towards mru (nilEntry at the mru end)
-	older int32       // LRU neighbour towards lru; free-list link when free
+	fp   fingerprint // of the binary key (tiers.Key.AppendBinary)
+	seq  uint64      // write sequence number: the meta key's middle part
+	size uint32      // frame length in bytes
+	next int32       // free-list link when free
 }
 
 func newIndex() *index {
-	return &index{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, free: nilEntry, mru: nilEntry, lru: nilEntry}
+	return &index{seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, free: nilEntry}
 }
 
 // fingerprint returns bk's fingerprint, never the zero value.
@@ -94,7 +92,7 @@ func (x *index) findFP(fp fingerprint) int32 {
 	}
 }
 
-// insert adds binary key bk, which must be absent, at the mru end.
+// insert adds binary key bk, which must be absent.
 func (x *index) insert(bk []byte, seq uint64, size uint32) int32 {
 	return x.insertFP(x.fingerprint(bk), seq, size)
 }
@@ -105,9 +103,8 @@ func (x *index) insertFP(fp fingerprint, seq uint64, size uint32) int32 {
 		x.grow()
 	}
 	i := x.alloc()
-	*x.at(i) = entry{fp: fp, seq: seq, size: size, newer: nilEntry, older: nilEntry}
+	*x.at(i) = entry{fp: fp, seq: seq, size: size, next: nilEntry}
 	x.place(i)
-	x.pushMRU(i)
 	x.count++
 	x.used += int64(size)
 	return i
@@ -132,21 +129,11 @@ func (x *index) grow() {
 	}
 }
 
-// update records a new write of entry i and makes it the most recent.
+// update records a new write of entry i.
 func (x *index) update(i int32, seq uint64, size uint32) {
 	e := x.at(i)
 	x.used += int64(size) - int64(e.size)
 	e.seq, e.size = seq, size
-	x.touch(i)
-}
-
-// touch makes entry i the most recently used.
-func (x *index) touch(i int32) {
-	if x.mru == i {
-		return
-	}
-	x.unlink(i)
-	x.pushMRU(i)
 }
 
 // remove deletes entry i.
@@ -167,10 +154,9 @@ func (x *index) remove(i int32) {
 			p = q
 		}
 	}
-	x.unlink(i)
 	x.count--
 	x.used -= int64(e.size)
-	*e = entry{newer: nilEntry, older: x.free}
+	*e = entry{next: x.free}
 	x.free = i
 }
 
@@ -179,7 +165,7 @@ func (e *entry) live() bool { return e.fp != fingerprint{} }
 
 func (x *index) alloc() int32 {
 	if i := x.free; i != nilEntry {
-		x.free = x.at(i).older
+		x.free = x.at(i).next
 		return i
 	}
 	i := x.n
@@ -188,31 +174,4 @@ func (x *index) alloc() int32 {
 	}
 	x.n++
 	return i
-}
-
-func (x *index) pushMRU(i int32) {
-	e := x.at(i)
-	e.newer, e.older = nilEntry, x.mru
-	if x.mru != nilEntry {
-		x.at(x.mru).newer = i
-	}
-	x.mru = i
-	if x.lru == nilEntry {
-		x.lru = i
-	}
-}
-
-func (x *index) unlink(i int32) {
-	e := x.at(i)
-	if e.newer != nilEntry {
-		x.at(e.newer).older = e.older
-	} else {
-		x.mru = e.older
-	}
-	if e.older != nilEntry {
-		x.at(e.older).newer = e.newer
-	} else {
-		x.lru = e.newer
-	}
-	e.newer, e.older = nilEntry, nilEntry
 }

@@ -16,9 +16,8 @@ import (
 //
 // binkey is tiers.Key.AppendBinary. The meta key carries the block's write
 // sequence number so that iterating the 0x02 prefix visits blocks oldest
-// write first; that is how Open rebuilds the LRU order and how Scan orders
-// its output. Data and meta keys of one block are written and deleted in one
-// Badger transaction.
+// write first; that is how Scan orders its output. Data and meta keys of
+// one block are written and deleted in one Badger transaction.
 const (
 	prefixFormat = 0x00
 	prefixData   = 0x01

@@ -42,7 +42,7 @@ const (
 var poisonedCloseWait = 5 * time.Second
 
 // Tier is the NVMe tier: codec frames in a Badger database, with a byte
-// capacity, an in-memory LRU index and background value-log GC. Safe for
+// capacity, an in-memory index and background value-log GC. Safe for
 // concurrent use.
 type Tier struct {
 	dir      string
@@ -50,6 +50,7 @@ type Tier struct {
 	maxFrame int64
 	cfg      config
 	st       store
+	space    *space // disk-space guard: every Badger write asks it first
 
 	// opsMu is held for reading by every method that uses st and for
 	// writing by Close, so st is never used once closed.
@@ -74,10 +75,12 @@ type Tier struct {
 
 	bufs sync.Pool // *[]byte frame buffers, reused across Puts
 
-	corrupt  atomic.Int64 // copies found damaged and removed since Open
-	poisoned atomic.Bool  // the value log is damaged under Badger (see poison)
-	garbage  atomic.Int64 // frame bytes deleted or replaced since the last collection began
-	gcRuns   atomic.Int64 // completed collections
+	corrupt atomic.Int64 // copies found damaged and removed since Open
+	// quarantined is 1 when Open set a damaged store aside (recover.go).
+	quarantined atomic.Int64
+	poisoned    atomic.Bool  // the value log is damaged under Badger (see poison)
+	garbage     atomic.Int64 // frame bytes deleted or replaced since the last collection began
+	gcRuns      atomic.Int64 // completed collections
 
 	usageMu sync.Mutex // protects usage, usageAt
 	usage   int64
@@ -93,7 +96,7 @@ type Tier struct {
 // Open opens (creating if needed) the tier stored in dir, with a bound of
 // capacity bytes of frames. On an existing directory it rebuilds the index
 // from a key-only pass over Badger's LSM tree (no value is read): blocks are
-// served at once, in LRU order of their last write.
+// served at once; Scan reports them in the order of their last write.
 func Open(dir string, capacity int64, opts ...Option) (*Tier, error) {
 	if capacity <= 0 {
 		return nil, fmt.Errorf("%w: nvme: capacity %d", tiers.ErrInvalid, capacity)
@@ -108,17 +111,32 @@ func Open(dir string, capacity int64, opts ...Option) (*Tier, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStore, err)
 	}
-	db, err := openBadger(dir, cfg)
+	capacity, sp, err := fitToDisk(dir, capacity, &cfg)
 	if err != nil {
 		return nil, err
 	}
-	var direct *directReader
-	if cfg.directReads {
-		direct = newDirectReader(dir)
+	t, err := open(dir, capacity, cfg, sp)
+	if err == nil {
+		return t, nil
 	}
-	var st store = newBadgerStore(db, direct)
-	if cfg.wrapStore != nil {
-		st = cfg.wrapStore(st)
+	if err := recoverStore(dir, cfg, err); err != nil {
+		return nil, err
+	}
+	if t, err = open(dir, capacity, cfg, sp); err != nil {
+		return nil, err
+	}
+	t.quarantined.Store(1)
+	return t, nil
+}
+
+// open opens the store in dir and rebuilds the index from it.
+func open(dir string, capacity int64, cfg config, sp *space) (*Tier, error) {
+	if err := checkManifest(dir); err != nil {
+		return nil, err
+	}
+	st, err := openStore(dir, cfg, sp.readOnly.Load())
+	if err != nil {
+		return nil, err
 	}
 	t := &Tier{
 		dir:      dir,
@@ -126,6 +144,7 @@ func Open(dir string, capacity int64, opts ...Option) (*Tier, error) {
 		maxFrame: cfg.vlogFileSize - frameHeadroom,
 		cfg:      cfg,
 		st:       st,
+		space:    sp,
 		idx:      newIndex(),
 		kick:     make(chan struct{}, 1),
 		gcDone:   make(chan struct{}),
@@ -140,7 +159,24 @@ func Open(dir string, capacity int64, opts ...Option) (*Tier, error) {
 	return t, nil
 }
 
-func openBadger(dir string, cfg config) (db *badger.DB, err error) {
+// openStore opens Badger in dir and wraps it in the tier's store.
+func openStore(dir string, cfg config, readOnly bool) (store, error) {
+	db, err := openBadger(dir, cfg, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	var direct *directReader
+	if cfg.directReads {
+		direct = newDirectReader(dir)
+	}
+	var st store = newBadgerStore(db, direct)
+	if cfg.wrapStore != nil {
+		st = cfg.wrapStore(st)
+	}
+	return st, nil
+}
+
+func openBadger(dir string, cfg config, readOnly bool) (db *badger.DB, err error) {
 	defer recoverTo(&err)
 	opt := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{l: cfg.logger, level: cfg.badgerLevel}).
@@ -156,7 +192,8 @@ func openBadger(dir string, cfg config) (db *badger.DB, err error) {
 		WithNumGoroutines(1).
 		WithValueLogFileSize(cfg.vlogFileSize).
 		WithMetricsEnabled(false).
-		WithDetectConflicts(false)
+		WithDetectConflicts(false).
+		WithReadOnly(readOnly)
 	db, err = badger.OpenManaged(opt)
 	if err != nil {
 		return nil, fmt.Errorf("%w: open %s: %w", ErrStore, dir, err)
@@ -258,6 +295,12 @@ func (t *Tier) put(ctx context.Context, k tiers.Key, l tiers.Layout, mode codec.
 		return fmt.Errorf("%w: %w: nvme: frame of %d bytes exceeds capacity %d or the largest frame %d",
 			tiers.ErrFull, tiers.ErrExhausted, n, t.capacity, t.maxFrame)
 	}
+	// Out of disk space is said before out of capacity: evicting this
+	// tier's blocks would not make room on the disk at once.
+	if err := t.space.admit(n); err != nil {
+		return fmt.Errorf("nvme: put %v: %w", k, err)
+	}
+	defer t.space.done(n)
 	var kb [keyBufLen]byte
 	bk := k.AppendBinary(kb[:0])
 	fp := t.idx.fingerprint(bk)
@@ -295,6 +338,7 @@ func (t *Tier) put(ctx context.Context, k tiers.Key, l tiers.Layout, mode codec.
 			ops = append(ops, op{key: metaKey(oldSeq, bk), del: true})
 		}
 		err = t.st.write(ops)
+		t.space.failed(err)
 	}
 
 	t.mu.Lock()
@@ -344,7 +388,6 @@ func (t *Tier) get(ctx context.Context, k tiers.Key, dst []byte, decode bool) (t
 		t.mu.Unlock()
 		return tiers.Layout{}, dst, fmt.Errorf("%w: nvme: %v", tiers.ErrNotFound, k)
 	}
-	t.idx.touch(i)
 	t.mu.Unlock()
 
 	// A failed read is tried again before the block is declared corrupt:
@@ -461,7 +504,7 @@ func (t *Tier) remove(bk []byte, seq uint64) (int64, error) {
 	seq, size := e.seq, int64(e.size)
 	t.mu.Unlock()
 
-	if err := t.st.write([]op{{key: dataKey(bk), del: true}, {key: metaKey(seq, bk), del: true}}); err != nil {
+	if err := t.writeMeta([]op{{key: dataKey(bk), del: true}, {key: metaKey(seq, bk), del: true}}); err != nil {
 		return 0, err
 	}
 	t.mu.Lock()
@@ -523,7 +566,7 @@ func (t *Tier) dropCorrupt(bk []byte, version uint64) {
 		ops = append(ops, op{key: metaKey(e.seq, bk), del: true})
 	}
 	t.mu.Unlock()
-	if err := t.st.write(ops); err != nil {
+	if err := t.writeMeta(ops); err != nil {
 		return
 	}
 	if i != nilEntry {
@@ -554,7 +597,7 @@ func (t *Tier) forgetMissing(bk []byte) {
 	}
 	seq := t.idx.at(i).seq
 	t.mu.Unlock()
-	if err := t.st.write([]op{{key: metaKey(seq, bk), del: true}}); err != nil {
+	if err := t.writeMeta([]op{{key: metaKey(seq, bk), del: true}}); err != nil {
 		return
 	}
 	t.mu.Lock()
@@ -587,6 +630,9 @@ func (t *Tier) Stats() tiers.TierStats {
 		ReservedBytes: max(used, t.diskUsage(false)),
 		Blocks:        blocks,
 		Corrupt:       t.corrupt.Load(),
+		WritesStopped: t.space.stopped.Load(),
+		FreeBytes:     t.space.free.Load(),
+		Quarantined:   t.quarantined.Load(),
 	}
 }
 
@@ -594,7 +640,12 @@ func (t *Tier) diskUsage(force bool) int64 {
 	t.usageMu.Lock()
 	defer t.usageMu.Unlock()
 	if force || time.Since(t.usageAt) > usageTTL {
-		t.usage, t.usageAt = diskUsage(t.dir), time.Now()
+		var tables int64
+		t.usage, tables = diskUsage(t.dir)
+		t.usageAt = time.Now()
+		t.space.lsm.Store(tables)
+		_, _ = t.space.measure()
+		t.space.recheck() // space may have come back without a write to notice it
 	}
 	return t.usage
 }
@@ -612,6 +663,12 @@ func (t *Tier) Close() error {
 		return fmt.Errorf("%w: nvme tier", tiers.ErrClosed)
 	}
 	t.closed = true
+	if err := t.space.closeRoom(t.cfg); err != nil && !t.space.readOnly.Load() {
+		// Badger flushes its memtable to a table as it closes; on a full
+		// file system that write faults. Leave its files as they are: the
+		// write-ahead log is replayed at the next Open.
+		return fmt.Errorf("%w: not closing the store cleanly: %w", ErrStore, err)
+	}
 	if !t.poisoned.Load() {
 		return t.st.close()
 	}
@@ -728,15 +785,34 @@ func (t *Tier) load(ctx context.Context) error {
 		return fmt.Errorf("nvme: rebuilding index: %w", err)
 	}
 	seen := make([]uint64, (t.idx.n+63)/64)
-	err = t.st.scan(ctx, []byte{prefixData}, nil, false, func(key, _ []byte) error {
+	sizes := vlogSizes(t.dir)
+	var lost int64
+	err = t.st.pointers(ctx, []byte{prefixData}, func(key []byte, vp valuePointer, ok bool) error {
 		i := t.idx.find(key[1:])
 		if i == nilEntry {
 			drop = append(drop, op{key: append([]byte(nil), key...), del: true})
 			return nil
 		}
+		if ok && sizes != nil {
+			// A frame past the end of its value log file (cut short, or
+			// gone) is lost: drop it now rather than have the Store
+			// believe it cached until a Get finds out.
+			if size, found := sizes[vp.fid]; !found || int64(vp.offset)+int64(vp.len) > size {
+				lost++
+				drop = append(drop, op{key: append([]byte(nil), key...), del: true})
+				return nil // not seen: its meta and index entry go below
+			}
+		}
 		seen[i/64] |= 1 << (i % 64)
 		return nil
 	})
+	if lost > 0 {
+		t.corrupt.Add(lost)
+		if t.cfg.logger != nil {
+			t.cfg.logger.LogAttrs(ctx, slog.LevelWarn, "nvme: blocks point past the end of their value log file; dropped",
+				slog.String("dir", t.dir), slog.Int64("blocks", lost))
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("nvme: rebuilding index: %w", err)
 	}
@@ -751,9 +827,12 @@ func (t *Tier) load(ctx context.Context) error {
 		}
 		t.idx.remove(i)
 	}
+	if t.space.readOnly.Load() {
+		drop = nil // no repair while read-only; the next Open repairs
+	}
 	for len(drop) > 0 {
 		n := min(len(drop), repairBatch)
-		if err := t.st.write(drop[:n]); err != nil {
+		if err := t.writeMeta(drop[:n]); err != nil {
 			return fmt.Errorf("nvme: repairing index: %w", err)
 		}
 		drop = drop[n:]
@@ -785,5 +864,16 @@ func (t *Tier) checkFormat(ctx context.Context) error {
 	if !empty {
 		return fmt.Errorf("%w: %s holds a Badger database without a kvtier format key", ErrFormat, t.dir)
 	}
-	return t.st.write([]op{{key: formatKey, val: []byte{formatVersion}}})
+	return t.writeMeta([]op{{key: formatKey, val: []byte{formatVersion}}})
+}
+
+// writeMeta is st.write for writes without a frame (deletes, repairs, the
+// format key), after the space guard's check.
+func (t *Tier) writeMeta(ops []op) error {
+	if err := t.space.admitMeta(); err != nil {
+		return err
+	}
+	err := t.st.write(ops)
+	t.space.failed(err)
+	return err
 }

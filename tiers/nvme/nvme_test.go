@@ -125,9 +125,6 @@ func TestTierOps(t *testing.T) {
 			if err := tr.Delete(cctx, k); !errors.Is(err, context.Canceled) {
 				t.Fatalf("Delete: %v", err)
 			}
-			if _, err := tr.EvictLRU(cctx, 1, nil); !errors.Is(err, context.Canceled) {
-				t.Fatalf("EvictLRU: %v", err)
-			}
 			if err := tr.Scan(cctx, func(tiers.Key, tiers.Layout, int64) error { return nil }); !errors.Is(err, context.Canceled) {
 				t.Fatalf("Scan: %v", err)
 			}
@@ -182,7 +179,7 @@ func TestCapacity(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := tr.Stats()
+			before := accounting(tr)
 			err := tr.Put(ctx, tc.key, tc.l, block(tc.l, 99))
 			for _, want := range tc.wantErr {
 				if !errors.Is(err, want) {
@@ -192,7 +189,7 @@ func TestCapacity(t *testing.T) {
 			if tc.wantErr == nil && err != nil {
 				t.Fatalf("Put: %v", err)
 			}
-			s := tr.Stats()
+			s := accounting(tr)
 			if s.UsedBytes > s.CapacityBytes {
 				t.Fatalf("used %d exceeds capacity %d", s.UsedBytes, s.CapacityBytes)
 			}
@@ -200,88 +197,6 @@ func TestCapacity(t *testing.T) {
 				t.Fatalf("failed Put changed stats: %+v → %+v", before, s)
 			}
 		})
-	}
-}
-
-// oldestKeys lists the tier's blocks in LRU order.
-func oldestKeys(tr *Tier) []tiers.Key {
-	var ks []tiers.Key
-	tr.Oldest(1<<20, func(k tiers.Key, _ int64) bool { ks = append(ks, k); return true })
-	return ks
-}
-
-func TestEvictLRU(t *testing.T) {
-	ctx := context.Background()
-	l := testLayout(8)
-	fl := frameLen(l)
-	keys := make([]tiers.Key, 6)
-	for i := range keys {
-		keys[i] = testKey("ns", i)
-	}
-	tests := []struct {
-		name      string
-		touch     []int // Get these after putting 0..5 in order
-		protect   []int
-		want      int64
-		wantGone  []int
-		wantFreed int64
-	}{
-		{"oldest first", nil, nil, 2 * fl, []int{0, 1}, 2 * fl},
-		{"partial block rounds up", nil, nil, fl + 1, []int{0, 1}, 2 * fl},
-		{"get refreshes recency", []int{0, 1}, nil, 2 * fl, []int{2, 3}, 2 * fl},
-		{"protected blocks are skipped", nil, []int{0, 2}, 2 * fl, []int{1, 3}, 2 * fl},
-		{"everything protected", nil, []int{0, 1, 2, 3, 4, 5}, fl, nil, 0},
-		{"want more than there is", nil, []int{5}, 100 * fl, []int{0, 1, 2, 3, 4}, 5 * fl},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			tr := openTest(t, t.TempDir(), 1<<30)
-			for i, k := range keys {
-				mustPut(t, tr, k, l, block(l, uint64(i)))
-			}
-			for _, i := range tc.touch {
-				mustGet(t, tr, keys[i], l, block(l, uint64(i)))
-			}
-			var protect func(tiers.Key) bool
-			if tc.protect != nil {
-				protect = func(k tiers.Key) bool {
-					return slices.ContainsFunc(tc.protect, func(i int) bool { return keys[i] == k })
-				}
-			}
-			freed, err := tr.EvictLRU(ctx, tc.want, protect)
-			if err != nil || freed != tc.wantFreed {
-				t.Fatalf("EvictLRU = %d, %v; want %d", freed, err, tc.wantFreed)
-			}
-			for i, k := range keys {
-				_, _, err := tr.Get(ctx, k, nil)
-				gone := errors.Is(err, tiers.ErrNotFound)
-				if gone != slices.Contains(tc.wantGone, i) || (!gone && err != nil) {
-					t.Errorf("block %d: Get error %v, want gone=%v", i, err, slices.Contains(tc.wantGone, i))
-				}
-			}
-			if s := tr.Stats(); s.UsedBytes != int64(len(keys)-len(tc.wantGone))*fl {
-				t.Fatalf("used %d after eviction", s.UsedBytes)
-			}
-		})
-	}
-}
-
-func TestOldestOrder(t *testing.T) {
-	l := testLayout(2)
-	tr := openTest(t, t.TempDir(), 1<<30)
-	for i := range 5 {
-		mustPut(t, tr, testKey("ns", i), l, block(l, uint64(i)))
-	}
-	mustGet(t, tr, testKey("ns", 1), l, block(l, 1))
-	mustPut(t, tr, testKey("ns", 3), l, block(l, 33)) // rewrite refreshes too
-	want := []tiers.Key{testKey("ns", 0), testKey("ns", 2), testKey("ns", 4), testKey("ns", 1), testKey("ns", 3)}
-	if got := oldestKeys(tr); !slices.Equal(got, want) {
-		t.Fatalf("Oldest = %v, want %v", got, want)
-	}
-	var n int
-	tr.Oldest(10, func(tiers.Key, int64) bool { n++; return n < 2 })
-	if n != 2 {
-		t.Fatalf("Oldest kept calling after fn returned false: %d calls", n)
 	}
 }
 
@@ -318,7 +233,7 @@ func TestReopen(t *testing.T) {
 		}
 		want = slices.DeleteFunc(want, func(o blk) bool { return o.k == k })
 	}
-	before := tr.Stats()
+	before := accounting(tr)
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -347,9 +262,6 @@ func TestReopen(t *testing.T) {
 	if !slices.Equal(scanned, wantKeys) {
 		t.Fatalf("Scan order %v\nwant write order %v", scanned, wantKeys)
 	}
-	if got := oldestKeys(tr); !slices.Equal(got, wantKeys) {
-		t.Fatalf("LRU order after reopen %v\nwant write order %v", got, wantKeys)
-	}
 	for _, b := range want {
 		mustGet(t, tr, b.k, b.l, b.data)
 	}
@@ -357,9 +269,12 @@ func TestReopen(t *testing.T) {
 	l := testLayout(3)
 	k := testKey("late", 1)
 	mustPut(t, tr, k, l, block(l, 1))
-	keys := oldestKeys(tr)
-	if keys[len(keys)-1] != k {
-		t.Fatalf("new write is not the most recent: %v", keys)
+	var last tiers.Key
+	if err := tr.Scan(ctx, func(k tiers.Key, _ tiers.Layout, _ int64) error { last = k; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if last != k {
+		t.Fatalf("new write is not the last scanned: %v", last)
 	}
 }
 
@@ -465,7 +380,6 @@ func TestClosed(t *testing.T) {
 		"Close":  tr.Close(),
 	}
 	_, _, checks["Get"] = tr.Get(ctx, testKey("ns", 1), nil)
-	_, checks["EvictLRU"] = tr.EvictLRU(ctx, 1, nil)
 	for name, err := range checks {
 		if !errors.Is(err, tiers.ErrClosed) {
 			t.Errorf("%s after Close: %v, want ErrClosed", name, err)

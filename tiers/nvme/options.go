@@ -23,6 +23,9 @@ type config struct {
 	badgerLevel  slog.Level
 	directReads  bool
 	wrapStore    func(store) store // tests: fault injection
+	statfs       statfsFunc        // free space of the directory's file system; tests replace it
+	recover      RecoverMode
+	spaceRetry   time.Duration // how often a read-only store retries a writable open
 }
 
 // Defaults. The value log file size bounds the largest frame (a frame must
@@ -54,6 +57,8 @@ func defaultConfig(capacity int64) config {
 		logger:       slog.Default(),
 		badgerLevel:  slog.LevelWarn,
 		directReads:  true,
+		statfs:       statfs,
+		spaceRetry:   spaceRetry,
 	}
 }
 

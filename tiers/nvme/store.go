@@ -28,6 +28,10 @@ type store interface {
 	// is nil unless values is set; only ask for values that live in the LSM
 	// tree (metas), never frames.
 	scan(ctx context.Context, prefix, start []byte, values bool, fn func(key, val []byte) error) error
+	// pointers calls fn for each key under prefix with where its value lives
+	// in the value log; ok is false when that is unknown (a value kept in
+	// the LSM tree, or Badger's item layout not found: see direct.go).
+	pointers(ctx context.Context, prefix []byte, fn func(key []byte, vp valuePointer, ok bool) error) error
 	// sync makes every completed write durable.
 	sync() error
 	// flush writes every memtable to a level-0 table.
@@ -141,7 +145,27 @@ func (s *badgerStore) get(key []byte, fn func(val []byte) error) (version uint64
 	return version, err
 }
 
-func (s *badgerStore) scan(ctx context.Context, prefix, start []byte, values bool, fn func(key, val []byte) error) (err error) {
+func (s *badgerStore) scan(ctx context.Context, prefix, start []byte, values bool, fn func(key, val []byte) error) error {
+	return s.each(ctx, prefix, start, func(item *badger.Item) error {
+		key := item.Key()
+		if !values {
+			return fn(key, nil)
+		}
+		return item.Value(func(val []byte) error { return fn(key, val) })
+	})
+}
+
+func (s *badgerStore) pointers(ctx context.Context, prefix []byte, fn func(key []byte, vp valuePointer, ok bool) error) error {
+	return s.each(ctx, prefix, nil, func(item *badger.Item) error {
+		vp, ok := valuePointerOf(item)
+		return fn(item.Key(), vp, ok)
+	})
+}
+
+// each calls fn for each item under prefix, in key order from start (or
+// from the first key when start is nil), values not prefetched, in one
+// read-only transaction, stopping at the first error.
+func (s *badgerStore) each(ctx context.Context, prefix, start []byte, fn func(item *badger.Item) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer recoverTo(&err)
 	return s.db.View(func(txn *badger.Txn) error {
@@ -159,15 +183,7 @@ func (s *badgerStore) scan(ctx context.Context, prefix, start []byte, values boo
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			item := it.Item()
-			if !values {
-				if err := fn(item.Key(), nil); err != nil {
-					return err
-				}
-				continue
-			}
-			key := item.Key()
-			if err := item.Value(func(val []byte) error { return fn(key, val) }); err != nil {
+			if err := fn(it.Item()); err != nil {
 				return err
 			}
 		}

@@ -1338,7 +1338,15 @@ type TierStats struct {
 	// Bytes the tier's blocks take decoded (the sum of their layout sizes).
 	// used_bytes is what they take as stored: less where the tier keeps codec
 	// frames (NVMe; DRAM with --dram-codec).
-	LogicalBytes  uint64 `protobuf:"varint,11,opt,name=logical_bytes,json=logicalBytes,proto3" json:"logical_bytes,omitempty"`
+	LogicalBytes uint64 `protobuf:"varint,11,opt,name=logical_bytes,json=logicalBytes,proto3" json:"logical_bytes,omitempty"`
+	// The tier takes no writes because its device is out of space or failing
+	// (NVMe: less free than the reserve Badger needs); reads go on, and writes
+	// resume by themselves once space returns.
+	WritesStopped bool `protobuf:"varint,50,opt,name=writes_stopped,json=writesStopped,proto3" json:"writes_stopped,omitempty"`
+	// Space left on the tier's file system at the last check (0: not measured).
+	FreeBytes uint64 `protobuf:"varint,51,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	// Damaged stores set aside when the tier opened (NVMe --nvme-recover quarantine).
+	Quarantined   uint64 `protobuf:"varint,52,opt,name=quarantined,proto3" json:"quarantined,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1446,6 +1454,27 @@ func (x *TierStats) GetPromotions() uint64 {
 func (x *TierStats) GetLogicalBytes() uint64 {
 	if x != nil {
 		return x.LogicalBytes
+	}
+	return 0
+}
+
+func (x *TierStats) GetWritesStopped() bool {
+	if x != nil {
+		return x.WritesStopped
+	}
+	return false
+}
+
+func (x *TierStats) GetFreeBytes() uint64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *TierStats) GetQuarantined() uint64 {
+	if x != nil {
+		return x.Quarantined
 	}
 	return 0
 }
@@ -3273,7 +3302,7 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\rDeleteRequest\x12 \n" +
 	"\x03key\x18\x01 \x01(\v2\x0e.kvtier.v1.KeyR\x03key\"\x10\n" +
 	"\x0eDeleteResponse\"\x0e\n" +
-	"\fStatsRequest\"\xda\x02\n" +
+	"\fStatsRequest\"\xc2\x03\n" +
 	"\tTierStats\x12#\n" +
 	"\x04tier\x18\x01 \x01(\x0e2\x0f.kvtier.v1.TierR\x04tier\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
@@ -3289,7 +3318,11 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"promotions\x18\n" +
 	" \x01(\x04R\n" +
 	"promotions\x12#\n" +
-	"\rlogical_bytes\x18\v \x01(\x04R\flogicalBytes\"\x9c\x03\n" +
+	"\rlogical_bytes\x18\v \x01(\x04R\flogicalBytes\x12%\n" +
+	"\x0ewrites_stopped\x182 \x01(\bR\rwritesStopped\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x183 \x01(\x04R\tfreeBytes\x12 \n" +
+	"\vquarantined\x184 \x01(\x04R\vquarantined\"\x9c\x03\n" +
 	"\rStatsResponse\x12*\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x14.kvtier.v1.TierStatsR\x05tiers\x12%\n" +
 	"\x0eindexed_blocks\x18\x02 \x01(\x04R\rindexedBlocks\x12#\n" +
