@@ -1,0 +1,260 @@
+package prefetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kvtier/kvtier/codec"
+	"github.com/kvtier/kvtier/tiers"
+	"github.com/kvtier/kvtier/tiers/dram"
+)
+
+// memNVMe is an in-memory persistent tier (Tier and Scanner). While gate
+// is set, Get waits for it to close or for its context.
+type memNVMe struct {
+	mu     sync.Mutex
+	blocks map[tiers.Key][]byte
+	layout map[tiers.Key]tiers.Layout
+	order  []tiers.Key
+	gate   chan struct{}
+	gets   int
+}
+
+func newMemNVMe() *memNVMe {
+	return &memNVMe{blocks: map[tiers.Key][]byte{}, layout: map[tiers.Key]tiers.Layout{}}
+}
+
+func (m *memNVMe) Put(_ context.Context, k tiers.Key, l tiers.Layout, data []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.blocks[k]; !ok {
+		m.order = append(m.order, k)
+	}
+	m.blocks[k], m.layout[k] = append([]byte(nil), data...), l
+	return nil
+}
+
+func (m *memNVMe) Get(ctx context.Context, k tiers.Key, dst []byte) (tiers.Layout, []byte, error) {
+	m.mu.Lock()
+	gate := m.gate
+	m.gets++
+	m.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return tiers.Layout{}, dst, ctx.Err()
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.blocks[k]
+	if !ok {
+		return tiers.Layout{}, dst, tiers.ErrNotFound
+	}
+	return m.layout[k], append(dst, b...), nil
+}
+
+func (m *memNVMe) Delete(_ context.Context, k tiers.Key) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.blocks, k)
+	return nil
+}
+
+func (m *memNVMe) Stats() tiers.TierStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return tiers.TierStats{Name: "mem-nvme", CapacityBytes: 1 << 30, Blocks: int64(len(m.blocks))}
+}
+
+func (m *memNVMe) Close() error { return nil }
+
+func (m *memNVMe) Scan(ctx context.Context, fn func(tiers.Key, tiers.Layout, int64) error) error {
+	m.mu.Lock()
+	keys := append([]tiers.Key(nil), m.order...)
+	m.mu.Unlock()
+	for _, k := range keys {
+		m.mu.Lock()
+		b, ok := m.blocks[k]
+		l := m.layout[k]
+		m.mu.Unlock()
+		if ok {
+			if err := fn(k, l, int64(len(b))); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+var testLayout = tiers.Layout{DType: codec.FP16, Layers: 1, KVHeads: 2, HeadDim: 32, Tokens: 16}
+
+func testHash(i int) tiers.Hash {
+	b := make([]byte, 16)
+	b[0], b[1], b[15] = byte(i), byte(i>>8), 0xa5
+	h, _ := tiers.HashFromBytes(b)
+	return h
+}
+
+// coldStore returns a store whose n blocks (namespace "ns", layer 0) are
+// on its NVMe tier only, as after a restart.
+func coldStore(t *testing.T, n int) (*tiers.Store, *memNVMe, []tiers.Hash) {
+	t.Helper()
+	nv := newMemNVMe()
+	hashes := make([]tiers.Hash, n)
+	data := make([]byte, testLayout.Size())
+	for i := range hashes {
+		hashes[i] = testHash(i)
+		data[0] = byte(i)
+		if err := nv.Put(context.Background(), tiers.Key{Namespace: "ns", Hash: hashes[i]}, testLayout, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arena, err := dram.New(8<<20, dram.WithChunkSize(64<<10), dram.WithHugePages(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := tiers.Open(context.Background(), tiers.Config{DRAM: arena, NVMe: nv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, nv, hashes
+}
+
+func newPrefetcher(t *testing.T, cfg Config) *Prefetcher {
+	t.Helper()
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestArrivalStagesNVMeIntoDRAM(t *testing.T) {
+	const n = 24
+	st, _, hashes := coldStore(t, n)
+	p := newPrefetcher(t, Config{Store: st, Workers: 3})
+	ctx := context.Background()
+	got, err := p.RequestArrived(ctx, RequestArrived{RequestID: "r", Namespace: "ns", Hashes: hashes, Target: tiers.LevelDRAM})
+	if err != nil || got != n {
+		t.Fatalf("RequestArrived = %d, %v; want %d blocks", got, err, n)
+	}
+	waitFor(t, "staging", func() bool { return p.Stats().Staged == n })
+	for i, h := range hashes {
+		k := tiers.Key{Namespace: "ns", Hash: h}
+		b, err := st.Get(ctx, k, tiers.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.From != tiers.LevelDRAM || b.Data[0] != byte(i) {
+			t.Errorf("block %d: from %v, first byte %d", i, b.From, b.Data[0])
+		}
+		_ = st.Release(k)
+	}
+	if s := p.Stats(); s.BytesMoved != n*testLayout.Size() || s.Misses != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestFinishedRequestCancelsStaging(t *testing.T) {
+	st, nv, hashes := coldStore(t, 64)
+	nv.gate = make(chan struct{}) // NVMe reads hang until cancelled
+	p := newPrefetcher(t, Config{Store: st, Workers: 2})
+	ctx := context.Background()
+	if _, err := p.RequestArrived(ctx, RequestArrived{RequestID: "r", Namespace: "ns", Hashes: hashes, Target: tiers.LevelDRAM}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reads in flight", func() bool { nv.mu.Lock(); defer nv.mu.Unlock(); return nv.gets >= 2 })
+	if err := p.RequestFinished(ctx, RequestFinished{RequestID: "r", Namespace: "ns"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "cancellation", func() bool { return p.Stats().Cancelled == 64 })
+	if s := p.Stats(); s.Staged != 0 || s.Requests != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	// The workers are free again: a new request is served.
+	close(nv.gate)
+	if _, err := p.RequestArrived(ctx, RequestArrived{RequestID: "r2", Namespace: "ns", Hashes: hashes[:4], Target: tiers.LevelDRAM}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "second request", func() bool { return p.Stats().Staged == 4 })
+	if err := p.RequestFinished(ctx, RequestFinished{RequestID: "r", Namespace: "ns"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("finishing twice: %v", err)
+	}
+}
+
+func TestLayerPlanDeadline(t *testing.T) {
+	st, nv, hashes := coldStore(t, 40)
+	nv.gate = make(chan struct{}) // NVMe reads hang: staging holds both workers
+	p := newPrefetcher(t, Config{Store: st, Workers: 2, LayerTime: 20 * time.Millisecond, Budget: 0.5})
+	ctx := context.Background()
+	if _, err := p.RequestArrived(ctx, RequestArrived{RequestID: "r", Namespace: "ns", Hashes: hashes, Target: tiers.LevelDRAM}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reads in flight", func() bool { nv.mu.Lock(); defer nv.mu.Unlock(); return nv.gets >= 2 })
+	n, err := p.LayerAttention(ctx, LayerAttention{RequestID: "r", Namespace: "ns", Layer: 0, Step: 1, BlockIndexes: []uint32{3, 7, 11}, Scores: []float32{0.5, 0.3, 0.2}})
+	if err != nil || n != 20 {
+		t.Fatalf("LayerAttention = %d, %v; want 20 blocks planned", n, err)
+	}
+	// The plan waits for a worker past its deadline: dropped whole, late.
+	time.Sleep(40 * time.Millisecond)
+	close(nv.gate)
+	waitFor(t, "late plan", func() bool { return p.Stats().Late == 20 })
+	waitFor(t, "staging", func() bool { return p.Stats().Staged == 40 })
+	if s := p.Stats(); s.Promoted != 0 || s.Hits != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestLayerPlanPromotesPredictedBlocks(t *testing.T) {
+	st, _, hashes := coldStore(t, 40)
+	p := newPrefetcher(t, Config{Store: st, Workers: 2, Budget: 0.1, Options: Options{Sink: -1, Recent: -1}})
+	ctx := context.Background()
+	if _, err := p.RequestArrived(ctx, RequestArrived{RequestID: "r", Namespace: "ns", Hashes: hashes, Target: tiers.LevelDRAM}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "staging", func() bool { return p.Stats().Staged == 40 })
+	n, err := p.LayerAttention(ctx, LayerAttention{RequestID: "r", Namespace: "ns", Layer: 0, Step: 1, BlockIndexes: []uint32{30, 5, 17, 9}, Scores: []float32{0.4, 0.3, 0.2, 0.1}})
+	if err != nil || n != 4 {
+		t.Fatalf("LayerAttention = %d, %v", n, err)
+	}
+	a, err := p.lookup("ns", "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	sel := fmt.Sprint(a.sel)
+	a.mu.Unlock()
+	if sel != "[30 5 17 9]" {
+		t.Fatalf("plan %s, want the reported blocks by mass", sel)
+	}
+	waitFor(t, "plan", func() bool { return p.Stats().Hits == 4 }) // already staged: hits
+	for _, tc := range []LayerAttention{
+		{RequestID: "nope", Namespace: "ns"},
+		{RequestID: "r", Namespace: "ns", BlockIndexes: []uint32{40}, Scores: []float32{1}},
+		{RequestID: "r", Namespace: "ns", Layer: -2},
+		{RequestID: "r", Namespace: "ns", Layer: 999},
+	} {
+		if _, err := p.LayerAttention(ctx, tc); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%+v: %v, want ErrInvalid", tc, err)
+		}
+	}
+}
