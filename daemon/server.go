@@ -117,6 +117,9 @@ func New(cfg Config, store *tiers.Store, opts ...Option) (*Server, error) {
 	s.metrics = newMetrics(store)
 	s.shm = newShmPlane(s)
 	s.metrics.reg.MustRegister(s.shm.collector())
+	if ps, ok := s.hints.(prefetchStatser); ok {
+		s.metrics.reg.MustRegister(prefetchCollector{ps})
+	}
 	return s, nil
 }
 

@@ -282,6 +282,12 @@ const maxHintRequests = 1 << 16
 func (s *Server) Hint(stream pb.KVTierService_HintServer) error {
 	ctx := stream.Context()
 	open := map[string]string{} // request id → namespace
+	defer func() {
+		// A dropped stream finishes its requests: their staging stops.
+		for id, ns := range open {
+			_ = s.hints.RequestFinished(context.WithoutCancel(ctx), prefetch.RequestFinished{RequestID: id, Namespace: ns})
+		}
+	}()
 	done := make(chan struct{})
 	defer close(done)
 	msgs := recvLoop(stream.Recv, done)
