@@ -30,7 +30,7 @@ func dotI8(q []float32, x []byte) float32 {
 // dotI8x4 computes dst[j] = Σ q[j·n+i]·int8(x[i]) with n = len(q)/4.
 func dotI8x4(dst *[4]float32, q []float32, x []byte) {
 	n := len(q) / 4
-	if !hasAVX2FMA || n%8 != 0 || n == 0 || len(x) < n {
+	if !hasAVX2FMA || n%16 != 0 || n == 0 || len(x) < n {
 		dotI8x4Go(dst, q, x)
 		return
 	}

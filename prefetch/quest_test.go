@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/kvtier/kvtier/codec"
 	"github.com/kvtier/kvtier/tiers"
@@ -119,6 +121,8 @@ func TestScorerRejectsBadInput(t *testing.T) {
 // llama-3.1-8b shape at 32k context: 2048 blocks of 16 tokens, 32 query
 // heads over 8 KV heads, head dim 128, selecting 20% of the blocks. The
 // reference is a copy of the same summary bytes (the memory floor).
+// Besides wall time, each reports the thread's CPU time per block
+// (cpu-ns/block), which a loaded machine does not inflate.
 func BenchmarkQuestLayer(b *testing.B) {
 	const nBlocks, qHeads, kvHeads, dim = 2048, 32, 8, 128
 	rng := rand.New(rand.NewPCG(7, 8))
@@ -137,10 +141,11 @@ func BenchmarkQuestLayer(b *testing.B) {
 	b.Run("ref=copy", func(b *testing.B) {
 		dst := make([]byte, len(sums))
 		b.SetBytes(int64(len(sums)))
+		cpu := startCPU()
 		for b.Loop() {
 			copy(dst, sums)
 		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/nBlocks, "ns/block")
+		cpu.report(b, nBlocks)
 	})
 	for _, c := range []Combine{CombineSum, CombineMass} {
 		b.Run(fmt.Sprintf("combine=%v", c), func(b *testing.B) {
@@ -153,12 +158,36 @@ func BenchmarkQuestLayer(b *testing.B) {
 			sel := make([]uint32, 0, nBlocks)
 			b.SetBytes(int64(len(sums)))
 			b.ReportAllocs()
+			cpu := startCPU()
 			for b.Loop() {
 				if sel, err = r.Select(sel[:0], 0, nBlocks, nBlocks/5); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/nBlocks, "ns/block")
+			cpu.report(b, nBlocks)
 		})
+	}
+}
+
+// cpuClock measures a benchmark loop's thread CPU time; the goroutine is
+// locked to its thread until report.
+type cpuClock struct {
+	start time.Duration
+	ok    bool
+}
+
+func startCPU() cpuClock {
+	runtime.LockOSThread()
+	t, ok := threadCPU()
+	return cpuClock{t, ok}
+}
+
+func (c cpuClock) report(b *testing.B, blocks int) {
+	t, ok := threadCPU()
+	runtime.UnlockOSThread()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(blocks), "ns/block")
+	if c.ok && ok {
+		b.ReportMetric(float64((t-c.start).Nanoseconds())/float64(b.N)/float64(blocks), "cpu-ns/block")
+		b.ReportMetric(float64((t-c.start).Nanoseconds())/float64(b.N)/1e6, "cpu-ms/layer")
 	}
 }
