@@ -74,6 +74,20 @@ func TestHintStagesNVMeBeforeFirstGet(t *testing.T) {
 		}
 		checkData(t, k, b.Data)
 	}
+	// A layer_query ranks the staged blocks by their key summaries and
+	// schedules a plan; a malformed one ends the stream INVALID_ARGUMENT.
+	q := make([]float32, 4*64)
+	for i := range q {
+		q[i] = float32(i%7) - 3
+	}
+	if err := st.Send(&pb.HintRequest{Id: 8, Ack: true, Hint: &pb.HintRequest_LayerQuery{LayerQuery: &pb.LayerQueryHint{
+		RequestId: "req-1", Layer: 0, Step: 1, QHeads: 4, KvHeads: 2, HeadDim: 64, Query: q,
+	}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := st.Recv(); err != nil || ack.GetId() != 8 || ack.GetBlocksScheduled() != 3 {
+		t.Fatalf("layer_query ack %v, %v; want 3 blocks (25%% of %d)", ack, err, n)
+	}
 	resp, err := http.Get("http://" + e2.srv.MetricsAddr() + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +99,8 @@ func TestHintStagesNVMeBeforeFirstGet(t *testing.T) {
 		fmt.Sprintf(`kvtier_prefetch_bytes_moved_total %d`, n*smallSize),
 		`kvtier_prefetch_requests 1`,
 		`kvtier_hints_total{kind="request_arrived",result="ok"} 1`,
+		`kvtier_hints_total{kind="layer_query",result="ok"} 1`,
+		`kvtier_prefetch_plans_total 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)

@@ -332,6 +332,9 @@ func (s *Server) Hint(stream pb.KVTierService_HintServer) error {
 					})
 				}
 			}
+		case *pb.HintRequest_LayerQuery:
+			kind = "layer_query"
+			scheduled, err = s.layerQuery(ctx, h.LayerQuery, open)
 		case *pb.HintRequest_RequestFinished:
 			kind = "request_finished"
 			id := h.RequestFinished.GetRequestId()

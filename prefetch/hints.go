@@ -29,6 +29,17 @@ type LayerAttention struct {
 	Scores       []float32
 }
 
+// LayerQuery: layer Layer of request RequestID attends, at decode step
+// Step, with Query ([QHeads][HeadDim], post-RoPE).
+type LayerQuery struct {
+	RequestID                string
+	Namespace                string // from the request's RequestArrived hint
+	Layer                    int16
+	Step                     uint64
+	QHeads, KVHeads, HeadDim int
+	Query                    []float32 // owned by the callee
+}
+
 // RequestFinished: the request left the engine.
 type RequestFinished struct {
 	RequestID string
@@ -44,4 +55,10 @@ type Hints interface {
 	RequestArrived(ctx context.Context, h RequestArrived) (int, error)
 	LayerAttention(ctx context.Context, h LayerAttention) (int, error)
 	RequestFinished(ctx context.Context, h RequestFinished) error
+}
+
+// QueryHints is implemented by a Hints that also ranks by queries; the
+// daemon answers layer_query hints with UNIMPLEMENTED without it.
+type QueryHints interface {
+	LayerQuery(ctx context.Context, h LayerQuery) (int, error)
 }

@@ -128,6 +128,7 @@ type layerState struct {
 	observed bool      // some mass was reported
 	q        []float32 // latest query, nil before the first
 	sums     []byte    // key summaries, Scorer.SummaryStride() bytes per block
+	have     []bool    // per block in sums: its summary is set
 	nSums    int       // blocks in sums
 }
 
@@ -138,6 +139,7 @@ type Request struct {
 	opts   Options
 	layers []layerState
 	scorer *Scorer // nil without a model shape
+	stride int     // bytes of one block's summary for one layer, 0 before the first
 
 	score  []float32 // scratch: per block
 	qscore []float32 // scratch: Quest estimate per block
@@ -254,7 +256,59 @@ func (r *Request) SetSummaries(layer, from int, sums []byte) error {
 		return fmt.Errorf("%w: %d summary bytes, not a multiple of %d", ErrInvalid, len(sums), st)
 	}
 	ls.sums = append(ls.sums, sums...)
-	ls.nSums += len(sums) / st
+	n := len(sums) / st
+	for range n {
+		ls.have = append(ls.have, true)
+	}
+	ls.nSums += n
+	return nil
+}
+
+// SetSummary sets the key summary of one block of layer, in any order (as
+// blocks are staged). Every summary of a request must have the same size;
+// blocks left without one score nothing from queries.
+func (r *Request) SetSummary(layer, block int, sum []byte) error {
+	ls, err := r.layer(layer)
+	if err != nil {
+		return err
+	}
+	switch {
+	case block < 0 || block >= 1<<24:
+		return fmt.Errorf("%w: summary of block %d", ErrInvalid, block)
+	case len(sum) == 0 || (r.stride != 0 && len(sum) != r.stride):
+		return fmt.Errorf("%w: a %d-byte summary, want %d", ErrInvalid, len(sum), r.stride)
+	case r.scorer != nil && len(sum) != r.scorer.SummaryStride():
+		return fmt.Errorf("%w: a %d-byte summary for the model shape's %d", ErrInvalid, len(sum), r.scorer.SummaryStride())
+	}
+	r.stride = len(sum)
+	if block >= ls.nSums {
+		ls.sums = append(ls.sums, make([]byte, (block+1-ls.nSums)*r.stride)...)
+		ls.have = append(ls.have, make([]bool, block+1-ls.nSums)...)
+		ls.nSums = block + 1
+	}
+	copy(ls.sums[block*r.stride:], sum)
+	ls.have[block] = true
+	return nil
+}
+
+// SetShape gives a request made without one its attention shape (from its
+// first query); a different shape later is ErrInvalid.
+func (r *Request) SetShape(qHeads, kvHeads, headDim int) error {
+	if r.scorer != nil {
+		if r.scorer.QHeads != qHeads || r.scorer.KVHeads != kvHeads || r.scorer.HeadDim != headDim {
+			return fmt.Errorf("%w: shape %d/%d heads × %d, the request has %d/%d × %d", ErrInvalid,
+				qHeads, kvHeads, headDim, r.scorer.QHeads, r.scorer.KVHeads, r.scorer.HeadDim)
+		}
+		return nil
+	}
+	sc, err := NewScorer(qHeads, kvHeads, headDim, r.opts.Combine)
+	if err != nil {
+		return err
+	}
+	if r.stride != 0 && r.stride != sc.SummaryStride() {
+		return fmt.Errorf("%w: shape %d KV heads × %d does not match the blocks' %d-byte summaries", ErrInvalid, kvHeads, headDim, r.stride)
+	}
+	r.scorer = sc
 	return nil
 }
 
@@ -323,12 +377,17 @@ func (r *Request) rank(ls *layerState, nBlocks int) ([]float32, bool, error) {
 			return nil, false, err
 		}
 		r.qscore = q
+		if r.scorer.Combine == CombineSum {
+			normalizeSum(q)
+		}
+		for b := range q {
+			if !ls.have[b] {
+				q[b] = 0
+			}
+		}
 		w := float32(1)
 		if haveMass {
 			w = float32(1 - r.opts.Mix)
-		}
-		if r.scorer.Combine == CombineSum {
-			normalizeSum(q)
 		}
 		for b, v := range q {
 			r.score[b] += w * v

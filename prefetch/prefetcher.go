@@ -35,7 +35,8 @@ type Config struct {
 	// it: what is not moved by then is dropped and counted late, never
 	// left to clog a link. Default 20ms.
 	LayerTime time.Duration
-	// Options tune the ranking (Options.Kind: Scores by default).
+	// Options tune the ranking (Options.Kind: ScoresQueries by default,
+	// which ranks by whichever of mass and queries a request's engine sends).
 	Options Options
 	// Logger receives the prefetcher's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -62,7 +63,7 @@ func (c *Config) EnsureDefaults() {
 		c.LayerTime = 20 * time.Millisecond
 	}
 	if c.Options.Kind == LRU {
-		c.Options.Kind = Scores
+		c.Options.Kind = ScoresQueries // each request uses what its engine reports
 	}
 	c.Options.EnsureDefaults()
 	if c.Logger == nil {
@@ -119,7 +120,10 @@ type Prefetcher struct {
 	staged, promoted, moved, hits, misses, late, dropped, cancelled, plans atomic.Int64
 }
 
-var _ Hints = (*Prefetcher)(nil)
+var (
+	_ Hints      = (*Prefetcher)(nil)
+	_ QueryHints = (*Prefetcher)(nil)
+)
 
 // active is one request the engine announced.
 type active struct {
@@ -215,32 +219,69 @@ func (p *Prefetcher) RequestArrived(ctx context.Context, h RequestArrived) (int,
 // LayerAttention implements Hints: it records the mass and promotes the
 // blocks the layer is predicted to read at its next step.
 func (p *Prefetcher) LayerAttention(ctx context.Context, h LayerAttention) (int, error) {
-	a, err := p.lookup(h.Namespace, h.RequestID)
+	a, err := p.layerHint("layer_attention", h.Namespace, h.RequestID, h.Layer)
 	if err != nil {
 		return 0, err
-	}
-	if int(h.Layer) < 0 {
-		return 0, fmt.Errorf("%w: layer_attention: layer %d", ErrInvalid, h.Layer)
 	}
 	for _, b := range h.BlockIndexes {
 		if int(b) >= len(a.hashes) {
 			return 0, fmt.Errorf("%w: layer_attention: block %d of a %d-block request", ErrInvalid, b, len(a.hashes))
 		}
 	}
-	n := len(a.hashes)
-	budget := max(1, int(math.Ceil(p.cfg.Budget*float64(n))))
 	a.mu.Lock()
 	err = a.req.ObserveMass(int(h.Layer), h.Step, h.BlockIndexes, h.Scores)
-	var blocks []uint32
+	a.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return p.planLayer(a, h.Layer)
+}
+
+// LayerQuery implements QueryHints: it records the query and promotes the
+// blocks with the highest Quest bound (from the key summaries taken when
+// the request's blocks were staged).
+func (p *Prefetcher) LayerQuery(ctx context.Context, h LayerQuery) (int, error) {
+	a, err := p.layerHint("layer_query", h.Namespace, h.RequestID, h.Layer)
+	if err != nil {
+		return 0, err
+	}
+	a.mu.Lock()
+	err = a.req.SetShape(h.QHeads, h.KVHeads, h.HeadDim)
 	if err == nil {
-		a.sel, err = a.req.Select(a.sel[:0], int(h.Layer), n, budget)
-		blocks = append(blocks, a.sel...)
+		err = a.req.ObserveQuery(int(h.Layer), h.Query)
 	}
 	a.mu.Unlock()
 	if err != nil {
 		return 0, err
 	}
-	layer := h.Layer
+	return p.planLayer(a, h.Layer)
+}
+
+// layerHint returns the request a per-layer hint names.
+func (p *Prefetcher) layerHint(kind, ns, id string, layer int16) (*active, error) {
+	a, err := p.lookup(ns, id)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", kind, err)
+	}
+	if layer < 0 {
+		return nil, fmt.Errorf("%w: %s: layer %d", ErrInvalid, kind, layer)
+	}
+	return a, nil
+}
+
+// planLayer selects the blocks layer is predicted to read next and queues
+// their promotion.
+func (p *Prefetcher) planLayer(a *active, layer int16) (int, error) {
+	n := len(a.hashes)
+	budget := max(1, int(math.Ceil(p.cfg.Budget*float64(n))))
+	a.mu.Lock()
+	var err error
+	a.sel, err = a.req.Select(a.sel[:0], int(layer), n, budget)
+	blocks := append([]uint32(nil), a.sel...)
+	a.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
 	if a.layer < 0 {
 		layer = a.layer // blocks hold every layer
 	}
@@ -311,6 +352,7 @@ func (p *Prefetcher) enqueue(q chan *plan, pl *plan) bool {
 
 func (p *Prefetcher) work() {
 	defer p.wg.Done()
+	var scratch []byte // this worker's key summary buffer
 	for {
 		var pl *plan
 		select {
@@ -323,13 +365,13 @@ func (p *Prefetcher) work() {
 				return
 			}
 		}
-		p.run(pl)
+		scratch = p.run(pl, scratch)
 	}
 }
 
 // run moves the plan's blocks until none is left, the deadline passes,
 // the budget is spent or the request finishes.
-func (p *Prefetcher) run(pl *plan) {
+func (p *Prefetcher) run(pl *plan, scratch []byte) []byte {
 	a := pl.r
 	ctx := a.ctx
 	if !pl.deadline.IsZero() {
@@ -341,37 +383,39 @@ func (p *Prefetcher) run(pl *plan) {
 	for {
 		i := pl.next.Add(1) - 1
 		if i >= total {
-			return
+			return scratch
 		}
 		switch {
 		case a.ctx.Err() != nil:
 			p.cancelled.Add(total - i)
 			pl.next.Store(total)
-			return
+			return scratch
 		case !pl.deadline.IsZero() && time.Now().After(pl.deadline):
 			p.late.Add(total - i)
 			pl.next.Store(total)
-			return
+			return scratch
 		case pl.budget.Load() <= 0:
 			pl.next.Store(total)
-			return
+			return scratch
 		}
-		p.move(ctx, pl, a.hashes[pl.blocks[i]])
+		scratch = p.move(ctx, pl, int(pl.blocks[i]), scratch)
 		if pl.arrival && len(p.urgent) > 0 && i+1 < total {
 			// Urgent plans go first: hand the rest of this one back.
 			select {
 			case p.staging <- pl:
-				return
+				return scratch
 			default: // the queue is full: keep going
 			}
 		}
 	}
 }
 
-// move brings one block up to the request's target tier.
-func (p *Prefetcher) move(ctx context.Context, pl *plan, h tiers.Hash) {
+// move brings block i of the plan's request up to its target tier. On
+// arrival it also takes the block's key summary (one pass over its keys,
+// off the put path) for query ranking.
+func (p *Prefetcher) move(ctx context.Context, pl *plan, i int, scratch []byte) []byte {
 	a := pl.r
-	k := tiers.Key{Namespace: a.ns, Hash: h, Layer: pl.layer}
+	k := tiers.Key{Namespace: a.ns, Hash: a.hashes[i], Layer: pl.layer}
 	target := tiers.Level(a.target.Load())
 	b, err := p.store.Get(ctx, k, tiers.GetOptions{Promote: target})
 	if errors.Is(err, tiers.ErrUnavailable) && target == tiers.LevelHBM {
@@ -382,23 +426,26 @@ func (p *Prefetcher) move(ctx context.Context, pl *plan, h tiers.Hash) {
 	switch {
 	case errors.Is(err, tiers.ErrNotFound):
 		p.misses.Add(1)
-		return
+		return scratch
 	case ctx.Err() != nil:
 		if a.ctx.Err() != nil {
 			p.cancelled.Add(1)
 		} else {
 			p.late.Add(1)
 		}
-		return
+		return scratch
 	case err != nil:
 		p.log.Debug("prefetch: move failed", "key", k, "err", err)
-		return
+		return scratch
 	}
 	n := int64(len(b.Data))
+	if pl.arrival {
+		scratch = p.summarize(a, i, b, scratch)
+	}
 	_ = p.store.Release(k)
 	if b.From <= target { // the level constants order HBM first
 		p.hits.Add(1)
-		return
+		return scratch
 	}
 	pl.budget.Add(-n)
 	p.moved.Add(n)
@@ -407,6 +454,26 @@ func (p *Prefetcher) move(ctx context.Context, pl *plan, h tiers.Hash) {
 	} else {
 		p.promoted.Add(1)
 	}
+	return scratch
+}
+
+// summarize records the key summary of block i, read as b, per layer.
+func (p *Prefetcher) summarize(a *active, i int, b tiers.Block, scratch []byte) []byte {
+	sum, err := tiers.SummarizeKeys(scratch, b.Layout, b.Data)
+	if err != nil {
+		return scratch // an fp8 block: queries cannot rank it
+	}
+	per := len(sum) / b.Layout.NumLayers()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.layer >= 0 {
+		_ = a.req.SetSummary(int(a.layer), i, sum[:per])
+		return sum
+	}
+	for l := range min(b.Layout.NumLayers(), p.cfg.Layers) {
+		_ = a.req.SetSummary(l, i, sum[l*per:(l+1)*per])
+	}
+	return sum
 }
 
 // Stats returns the counters.

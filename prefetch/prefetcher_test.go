@@ -2,8 +2,10 @@ package prefetch
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -256,5 +258,63 @@ func TestLayerPlanPromotesPredictedBlocks(t *testing.T) {
 		if _, err := p.LayerAttention(ctx, tc); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%+v: %v, want ErrInvalid", tc, err)
 		}
+	}
+}
+
+func TestLayerQueryRanksStagedBlocks(t *testing.T) {
+	const n, qHeads, kvHeads, dim, hot = 16, 4, 2, 32, 9
+	arena, err := dram.New(8<<20, dram.WithChunkSize(64<<10), dram.WithHugePages(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := tiers.Open(context.Background(), tiers.Config{DRAM: arena})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	rng := rand.New(rand.NewPCG(9, 10))
+	q := make([]float32, qHeads*dim)
+	for i := range q {
+		q[i] = float32(rng.NormFloat64())
+	}
+	ctx := context.Background()
+	hashes := make([]tiers.Hash, n)
+	data := make([]byte, testLayout.Size())
+	for b := range n {
+		hashes[b] = testHash(100 + b)
+		for g := range kvHeads {
+			for tok := range 16 {
+				for c := range dim {
+					v := float32(rng.NormFloat64()) * 0.5
+					if b == hot && tok == 5 {
+						v = 3 * q[g*(qHeads/kvHeads)*dim+c]
+					}
+					binary.LittleEndian.PutUint16(data[2*((g*16+tok)*dim+c):], codec.Float32ToHalf(v))
+				}
+			}
+		}
+		if err := st.Put(ctx, tiers.Key{Namespace: "ns", Hash: hashes[b]}, testLayout, data, tiers.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := newPrefetcher(t, Config{Store: st, Workers: 2, Budget: 3.0 / n})
+	if _, err := p.RequestArrived(ctx, RequestArrived{RequestID: "r", Namespace: "ns", Hashes: hashes, Target: tiers.LevelDRAM}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "staging", func() bool { return p.Stats().Hits == n })
+	got, err := p.LayerQuery(ctx, LayerQuery{RequestID: "r", Namespace: "ns", Layer: 0, Step: 1, QHeads: qHeads, KVHeads: kvHeads, HeadDim: dim, Query: q})
+	if err != nil || got != 3 {
+		t.Fatalf("LayerQuery = %d, %v; want 3 blocks", got, err)
+	}
+	a, _ := p.lookup("ns", "r")
+	a.mu.Lock()
+	sel := fmt.Sprint(a.sel)
+	a.mu.Unlock()
+	if want := fmt.Sprint([]uint32{0, n - 1, hot}); sel != want {
+		t.Fatalf("plan %s, want %s (sink, recent, then the block whose key matches the query)", sel, want)
+	}
+	// A query of another shape is refused.
+	if _, err := p.LayerQuery(ctx, LayerQuery{RequestID: "r", Namespace: "ns", Layer: 0, QHeads: 2, KVHeads: 2, HeadDim: dim, Query: q[:2*dim]}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("shape change: %v", err)
 	}
 }

@@ -2459,6 +2459,7 @@ type HintRequest struct {
 	//	*HintRequest_RequestArrived
 	//	*HintRequest_LayerAttention
 	//	*HintRequest_RequestFinished
+	//	*HintRequest_LayerQuery
 	Hint          isHintRequest_Hint `protobuf_oneof:"hint"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2542,6 +2543,15 @@ func (x *HintRequest) GetRequestFinished() *RequestFinishedHint {
 	return nil
 }
 
+func (x *HintRequest) GetLayerQuery() *LayerQueryHint {
+	if x != nil {
+		if x, ok := x.Hint.(*HintRequest_LayerQuery); ok {
+			return x.LayerQuery
+		}
+	}
+	return nil
+}
+
 type isHintRequest_Hint interface {
 	isHintRequest_Hint()
 }
@@ -2561,11 +2571,18 @@ type HintRequest_RequestFinished struct {
 	RequestFinished *RequestFinishedHint `protobuf:"bytes,5,opt,name=request_finished,json=requestFinished,proto3,oneof"`
 }
 
+type HintRequest_LayerQuery struct {
+	// A layer of a request is about to attend with this query.
+	LayerQuery *LayerQueryHint `protobuf:"bytes,20,opt,name=layer_query,json=layerQuery,proto3,oneof"`
+}
+
 func (*HintRequest_RequestArrived) isHintRequest_Hint() {}
 
 func (*HintRequest_LayerAttention) isHintRequest_Hint() {}
 
 func (*HintRequest_RequestFinished) isHintRequest_Hint() {}
+
+func (*HintRequest_LayerQuery) isHintRequest_Hint() {}
 
 // RequestArrivedHint says a request with a prefix entered the engine's
 // queue, so its blocks can be brought from NVMe to DRAM (or HBM) meanwhile.
@@ -2754,6 +2771,111 @@ func (x *LayerAttentionHint) GetScores() []float32 {
 	return nil
 }
 
+// LayerQueryHint gives the query one layer of a request attends with, for
+// engines that never see attention scores (FlashAttention). The prefetcher
+// bounds q·k over every block of the request from the per-channel key
+// minima and maxima it keeps per block (the Quest bound) and promotes the
+// top blocks.
+type LayerQueryHint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request, as named in its RequestArrivedHint.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The layer, 0..1023.
+	Layer int32 `protobuf:"zigzag32,2,opt,name=layer,proto3" json:"layer,omitempty"`
+	// The decode step (monotonic per request).
+	Step uint64 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	// Query heads; a multiple of kv_heads (grouped-query attention: query
+	// head h reads KV head h / (q_heads / kv_heads)).
+	QHeads uint32 `protobuf:"varint,4,opt,name=q_heads,json=qHeads,proto3" json:"q_heads,omitempty"`
+	// KV heads of the request's blocks.
+	KvHeads uint32 `protobuf:"varint,5,opt,name=kv_heads,json=kvHeads,proto3" json:"kv_heads,omitempty"`
+	// Values per head.
+	HeadDim uint32 `protobuf:"varint,6,opt,name=head_dim,json=headDim,proto3" json:"head_dim,omitempty"`
+	// The post-RoPE query, [q_heads][head_dim].
+	Query         []float32 `protobuf:"fixed32,7,rep,packed,name=query,proto3" json:"query,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LayerQueryHint) Reset() {
+	*x = LayerQueryHint{}
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LayerQueryHint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LayerQueryHint) ProtoMessage() {}
+
+func (x *LayerQueryHint) ProtoReflect() protoreflect.Message {
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LayerQueryHint.ProtoReflect.Descriptor instead.
+func (*LayerQueryHint) Descriptor() ([]byte, []int) {
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *LayerQueryHint) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *LayerQueryHint) GetLayer() int32 {
+	if x != nil {
+		return x.Layer
+	}
+	return 0
+}
+
+func (x *LayerQueryHint) GetStep() uint64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *LayerQueryHint) GetQHeads() uint32 {
+	if x != nil {
+		return x.QHeads
+	}
+	return 0
+}
+
+func (x *LayerQueryHint) GetKvHeads() uint32 {
+	if x != nil {
+		return x.KvHeads
+	}
+	return 0
+}
+
+func (x *LayerQueryHint) GetHeadDim() uint32 {
+	if x != nil {
+		return x.HeadDim
+	}
+	return 0
+}
+
+func (x *LayerQueryHint) GetQuery() []float32 {
+	if x != nil {
+		return x.Query
+	}
+	return nil
+}
+
 // RequestFinishedHint says a request left the engine.
 type RequestFinishedHint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2765,7 +2887,7 @@ type RequestFinishedHint struct {
 
 func (x *RequestFinishedHint) Reset() {
 	*x = RequestFinishedHint{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2777,7 +2899,7 @@ func (x *RequestFinishedHint) String() string {
 func (*RequestFinishedHint) ProtoMessage() {}
 
 func (x *RequestFinishedHint) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[34]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2790,7 +2912,7 @@ func (x *RequestFinishedHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestFinishedHint.ProtoReflect.Descriptor instead.
 func (*RequestFinishedHint) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{34}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RequestFinishedHint) GetRequestId() string {
@@ -2813,7 +2935,7 @@ type HintResponse struct {
 
 func (x *HintResponse) Reset() {
 	*x = HintResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2825,7 +2947,7 @@ func (x *HintResponse) String() string {
 func (*HintResponse) ProtoMessage() {}
 
 func (x *HintResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[35]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2838,7 +2960,7 @@ func (x *HintResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintResponse.ProtoReflect.Descriptor instead.
 func (*HintResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{35}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *HintResponse) GetId() uint64 {
@@ -3030,13 +3152,15 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12-\n" +
 	"\x03pin\x18\x02 \x01(\v2\x1b.kvtier.v1.PinBlockResponseR\x03pin\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\x98\x02\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xd6\x02\n" +
 	"\vHintRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\bR\x03ack\x12H\n" +
 	"\x0frequest_arrived\x18\x03 \x01(\v2\x1d.kvtier.v1.RequestArrivedHintH\x00R\x0erequestArrived\x12H\n" +
 	"\x0flayer_attention\x18\x04 \x01(\v2\x1d.kvtier.v1.LayerAttentionHintH\x00R\x0elayerAttention\x12K\n" +
-	"\x10request_finished\x18\x05 \x01(\v2\x1e.kvtier.v1.RequestFinishedHintH\x00R\x0frequestFinishedB\x06\n" +
+	"\x10request_finished\x18\x05 \x01(\v2\x1e.kvtier.v1.RequestFinishedHintH\x00R\x0frequestFinished\x12<\n" +
+	"\vlayer_query\x18\x14 \x01(\v2\x19.kvtier.v1.LayerQueryHintH\x00R\n" +
+	"layerQueryB\x06\n" +
 	"\x04hint\"\xfd\x01\n" +
 	"\x12RequestArrivedHint\x12\x1d\n" +
 	"\n" +
@@ -3054,7 +3178,16 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\x05layer\x18\x02 \x01(\x11R\x05layer\x12\x12\n" +
 	"\x04step\x18\x03 \x01(\x04R\x04step\x12#\n" +
 	"\rblock_indexes\x18\x04 \x03(\rR\fblockIndexes\x12\x16\n" +
-	"\x06scores\x18\x05 \x03(\x02R\x06scores\"4\n" +
+	"\x06scores\x18\x05 \x03(\x02R\x06scores\"\xbe\x01\n" +
+	"\x0eLayerQueryHint\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05layer\x18\x02 \x01(\x11R\x05layer\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\x04R\x04step\x12\x17\n" +
+	"\aq_heads\x18\x04 \x01(\rR\x06qHeads\x12\x19\n" +
+	"\bkv_heads\x18\x05 \x01(\rR\akvHeads\x12\x19\n" +
+	"\bhead_dim\x18\x06 \x01(\rR\aheadDim\x12\x14\n" +
+	"\x05query\x18\a \x03(\x02R\x05query\"4\n" +
 	"\x13RequestFinishedHint\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\"I\n" +
@@ -3113,7 +3246,7 @@ func file_kvtier_v1_kvtier_proto_rawDescGZIP() []byte {
 }
 
 var file_kvtier_v1_kvtier_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kvtier_v1_kvtier_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_kvtier_v1_kvtier_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_kvtier_v1_kvtier_proto_goTypes = []any{
 	(Dtype)(0),                  // 0: kvtier.v1.Dtype
 	(KVOrder)(0),                // 1: kvtier.v1.KVOrder
@@ -3153,8 +3286,9 @@ var file_kvtier_v1_kvtier_proto_goTypes = []any{
 	(*HintRequest)(nil),         // 35: kvtier.v1.HintRequest
 	(*RequestArrivedHint)(nil),  // 36: kvtier.v1.RequestArrivedHint
 	(*LayerAttentionHint)(nil),  // 37: kvtier.v1.LayerAttentionHint
-	(*RequestFinishedHint)(nil), // 38: kvtier.v1.RequestFinishedHint
-	(*HintResponse)(nil),        // 39: kvtier.v1.HintResponse
+	(*LayerQueryHint)(nil),      // 38: kvtier.v1.LayerQueryHint
+	(*RequestFinishedHint)(nil), // 39: kvtier.v1.RequestFinishedHint
+	(*HintResponse)(nil),        // 40: kvtier.v1.HintResponse
 }
 var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	0,  // 0: kvtier.v1.Layout.dtype:type_name -> kvtier.v1.Dtype
@@ -3185,40 +3319,41 @@ var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	32, // 25: kvtier.v1.PinStreamResponse.pin:type_name -> kvtier.v1.PinBlockResponse
 	36, // 26: kvtier.v1.HintRequest.request_arrived:type_name -> kvtier.v1.RequestArrivedHint
 	37, // 27: kvtier.v1.HintRequest.layer_attention:type_name -> kvtier.v1.LayerAttentionHint
-	38, // 28: kvtier.v1.HintRequest.request_finished:type_name -> kvtier.v1.RequestFinishedHint
-	12, // 29: kvtier.v1.RequestArrivedHint.hash_params:type_name -> kvtier.v1.HashParams
-	2,  // 30: kvtier.v1.RequestArrivedHint.target:type_name -> kvtier.v1.Tier
-	8,  // 31: kvtier.v1.KVTierService.Put:input_type -> kvtier.v1.PutRequest
-	10, // 32: kvtier.v1.KVTierService.Get:input_type -> kvtier.v1.GetRequest
-	13, // 33: kvtier.v1.KVTierService.Lookup:input_type -> kvtier.v1.LookupRequest
-	15, // 34: kvtier.v1.KVTierService.Release:input_type -> kvtier.v1.ReleaseRequest
-	17, // 35: kvtier.v1.KVTierService.Delete:input_type -> kvtier.v1.DeleteRequest
-	19, // 36: kvtier.v1.KVTierService.Stats:input_type -> kvtier.v1.StatsRequest
-	22, // 37: kvtier.v1.KVTierService.Attach:input_type -> kvtier.v1.AttachRequest
-	25, // 38: kvtier.v1.KVTierService.ReserveSlot:input_type -> kvtier.v1.ReserveSlotRequest
-	27, // 39: kvtier.v1.KVTierService.CommitSlot:input_type -> kvtier.v1.CommitSlotRequest
-	29, // 40: kvtier.v1.KVTierService.AbortSlot:input_type -> kvtier.v1.AbortSlotRequest
-	31, // 41: kvtier.v1.KVTierService.PinBlock:input_type -> kvtier.v1.PinBlockRequest
-	33, // 42: kvtier.v1.KVTierService.PinStream:input_type -> kvtier.v1.PinStreamRequest
-	35, // 43: kvtier.v1.KVTierService.Hint:input_type -> kvtier.v1.HintRequest
-	9,  // 44: kvtier.v1.KVTierService.Put:output_type -> kvtier.v1.PutResponse
-	11, // 45: kvtier.v1.KVTierService.Get:output_type -> kvtier.v1.GetResponse
-	14, // 46: kvtier.v1.KVTierService.Lookup:output_type -> kvtier.v1.LookupResponse
-	16, // 47: kvtier.v1.KVTierService.Release:output_type -> kvtier.v1.ReleaseResponse
-	18, // 48: kvtier.v1.KVTierService.Delete:output_type -> kvtier.v1.DeleteResponse
-	21, // 49: kvtier.v1.KVTierService.Stats:output_type -> kvtier.v1.StatsResponse
-	24, // 50: kvtier.v1.KVTierService.Attach:output_type -> kvtier.v1.AttachResponse
-	26, // 51: kvtier.v1.KVTierService.ReserveSlot:output_type -> kvtier.v1.ReserveSlotResponse
-	28, // 52: kvtier.v1.KVTierService.CommitSlot:output_type -> kvtier.v1.CommitSlotResponse
-	30, // 53: kvtier.v1.KVTierService.AbortSlot:output_type -> kvtier.v1.AbortSlotResponse
-	32, // 54: kvtier.v1.KVTierService.PinBlock:output_type -> kvtier.v1.PinBlockResponse
-	34, // 55: kvtier.v1.KVTierService.PinStream:output_type -> kvtier.v1.PinStreamResponse
-	39, // 56: kvtier.v1.KVTierService.Hint:output_type -> kvtier.v1.HintResponse
-	44, // [44:57] is the sub-list for method output_type
-	31, // [31:44] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	39, // 28: kvtier.v1.HintRequest.request_finished:type_name -> kvtier.v1.RequestFinishedHint
+	38, // 29: kvtier.v1.HintRequest.layer_query:type_name -> kvtier.v1.LayerQueryHint
+	12, // 30: kvtier.v1.RequestArrivedHint.hash_params:type_name -> kvtier.v1.HashParams
+	2,  // 31: kvtier.v1.RequestArrivedHint.target:type_name -> kvtier.v1.Tier
+	8,  // 32: kvtier.v1.KVTierService.Put:input_type -> kvtier.v1.PutRequest
+	10, // 33: kvtier.v1.KVTierService.Get:input_type -> kvtier.v1.GetRequest
+	13, // 34: kvtier.v1.KVTierService.Lookup:input_type -> kvtier.v1.LookupRequest
+	15, // 35: kvtier.v1.KVTierService.Release:input_type -> kvtier.v1.ReleaseRequest
+	17, // 36: kvtier.v1.KVTierService.Delete:input_type -> kvtier.v1.DeleteRequest
+	19, // 37: kvtier.v1.KVTierService.Stats:input_type -> kvtier.v1.StatsRequest
+	22, // 38: kvtier.v1.KVTierService.Attach:input_type -> kvtier.v1.AttachRequest
+	25, // 39: kvtier.v1.KVTierService.ReserveSlot:input_type -> kvtier.v1.ReserveSlotRequest
+	27, // 40: kvtier.v1.KVTierService.CommitSlot:input_type -> kvtier.v1.CommitSlotRequest
+	29, // 41: kvtier.v1.KVTierService.AbortSlot:input_type -> kvtier.v1.AbortSlotRequest
+	31, // 42: kvtier.v1.KVTierService.PinBlock:input_type -> kvtier.v1.PinBlockRequest
+	33, // 43: kvtier.v1.KVTierService.PinStream:input_type -> kvtier.v1.PinStreamRequest
+	35, // 44: kvtier.v1.KVTierService.Hint:input_type -> kvtier.v1.HintRequest
+	9,  // 45: kvtier.v1.KVTierService.Put:output_type -> kvtier.v1.PutResponse
+	11, // 46: kvtier.v1.KVTierService.Get:output_type -> kvtier.v1.GetResponse
+	14, // 47: kvtier.v1.KVTierService.Lookup:output_type -> kvtier.v1.LookupResponse
+	16, // 48: kvtier.v1.KVTierService.Release:output_type -> kvtier.v1.ReleaseResponse
+	18, // 49: kvtier.v1.KVTierService.Delete:output_type -> kvtier.v1.DeleteResponse
+	21, // 50: kvtier.v1.KVTierService.Stats:output_type -> kvtier.v1.StatsResponse
+	24, // 51: kvtier.v1.KVTierService.Attach:output_type -> kvtier.v1.AttachResponse
+	26, // 52: kvtier.v1.KVTierService.ReserveSlot:output_type -> kvtier.v1.ReserveSlotResponse
+	28, // 53: kvtier.v1.KVTierService.CommitSlot:output_type -> kvtier.v1.CommitSlotResponse
+	30, // 54: kvtier.v1.KVTierService.AbortSlot:output_type -> kvtier.v1.AbortSlotResponse
+	32, // 55: kvtier.v1.KVTierService.PinBlock:output_type -> kvtier.v1.PinBlockResponse
+	34, // 56: kvtier.v1.KVTierService.PinStream:output_type -> kvtier.v1.PinStreamResponse
+	40, // 57: kvtier.v1.KVTierService.Hint:output_type -> kvtier.v1.HintResponse
+	45, // [45:58] is the sub-list for method output_type
+	32, // [32:45] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_kvtier_v1_kvtier_proto_init() }
@@ -3231,6 +3366,7 @@ func file_kvtier_v1_kvtier_proto_init() {
 		(*HintRequest_RequestArrived)(nil),
 		(*HintRequest_LayerAttention)(nil),
 		(*HintRequest_RequestFinished)(nil),
+		(*HintRequest_LayerQuery)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3238,7 +3374,7 @@ func file_kvtier_v1_kvtier_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvtier_v1_kvtier_proto_rawDesc), len(file_kvtier_v1_kvtier_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
