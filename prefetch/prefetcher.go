@@ -387,15 +387,13 @@ func (p *Prefetcher) run(pl *plan, scratch []byte) []byte {
 		}
 		switch {
 		case a.ctx.Err() != nil:
-			p.cancelled.Add(total - i)
-			pl.next.Store(total)
+			p.cancelled.Add(1 + pl.takeRest(total))
 			return scratch
 		case !pl.deadline.IsZero() && time.Now().After(pl.deadline):
-			p.late.Add(total - i)
-			pl.next.Store(total)
+			p.late.Add(1 + pl.takeRest(total))
 			return scratch
 		case pl.budget.Load() <= 0:
-			pl.next.Store(total)
+			pl.takeRest(total)
 			return scratch
 		}
 		scratch = p.move(ctx, pl, int(pl.blocks[i]), scratch)
@@ -406,6 +404,21 @@ func (p *Prefetcher) run(pl *plan, scratch []byte) []byte {
 				return scratch
 			default: // the queue is full: keep going
 			}
+		}
+	}
+}
+
+// takeRest claims every block of the plan no worker has claimed yet and
+// returns how many, so that each block is counted once however many
+// workers stop the plan at the same time.
+func (pl *plan) takeRest(total int64) int64 {
+	for {
+		cur := pl.next.Load()
+		if cur >= total {
+			return 0
+		}
+		if pl.next.CompareAndSwap(cur, total) {
+			return total - cur
 		}
 	}
 }

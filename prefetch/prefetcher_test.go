@@ -318,3 +318,51 @@ func TestLayerQueryRanksStagedBlocks(t *testing.T) {
 		t.Fatalf("shape change: %v", err)
 	}
 }
+
+func TestArrivalReplacesAndFallsBackToDRAM(t *testing.T) {
+	st, nv, hashes := coldStore(t, 16)
+	nv.gate = make(chan struct{})
+	p := newPrefetcher(t, Config{Store: st, Workers: 2})
+	ctx := context.Background()
+	// The same id again replaces the first request, whose staging stops.
+	if _, err := p.RequestArrived(ctx, RequestArrived{RequestID: "r", Namespace: "ns", Hashes: hashes, Target: tiers.LevelDRAM}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reads in flight", func() bool { nv.mu.Lock(); defer nv.mu.Unlock(); return nv.gets >= 2 })
+	// HBM is asked for, but this store has none: blocks land in DRAM.
+	if _, err := p.RequestArrived(ctx, RequestArrived{RequestID: "r", Namespace: "ns", Hashes: hashes[:8], Target: tiers.LevelHBM}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "first request cancelled", func() bool { return p.Stats().Cancelled == 16 })
+	close(nv.gate)
+	waitFor(t, "second request staged", func() bool { return p.Stats().Staged == 8 })
+	if s := p.Stats(); s.Requests != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	if _, err := p.RequestArrived(ctx, RequestArrived{RequestID: "x", Namespace: "ns", Target: tiers.LevelNVMe}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("NVMe target: %v", err)
+	}
+}
+
+func TestCloseStopsTransfersInFlight(t *testing.T) {
+	st, nv, hashes := coldStore(t, 16)
+	nv.gate = make(chan struct{}) // never opened: reads end only by cancellation
+	p, err := New(Config{Store: st, Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.RequestArrived(context.Background(), RequestArrived{RequestID: "r", Namespace: "ns", Hashes: hashes, Target: tiers.LevelDRAM}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reads in flight", func() bool { nv.mu.Lock(); defer nv.mu.Unlock(); return nv.gets >= 2 })
+	done := make(chan struct{})
+	go func() { p.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return while NVMe reads hung")
+	}
+	if _, err := p.RequestArrived(context.Background(), RequestArrived{RequestID: "r2", Namespace: "ns", Target: tiers.LevelDRAM}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
