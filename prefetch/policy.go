@@ -141,7 +141,8 @@ type Request struct {
 	scorer *Scorer // nil without a model shape
 	stride int     // bytes of one block's summary for one layer, 0 before the first
 
-	score  []float32 // scratch: per block
+	score  []float32 // scratch: per block; the last Select's ranking when ranked
+	ranked bool      // the last Select ranked by information
 	qscore []float32 // scratch: Quest estimate per block
 	heap   []uint32  // scratch: top-k
 	taken  []bool    // scratch: per block
@@ -339,7 +340,9 @@ func (r *Request) Select(dst []uint32, layer, nBlocks, budget int) ([]uint32, er
 	for b := nBlocks - 1; b >= max(0, nBlocks-r.opts.Recent); b-- {
 		take(b)
 	}
-	if score, ok, err := r.rank(ls, nBlocks); err != nil {
+	score, ok, err := r.rank(ls, nBlocks)
+	r.ranked = ok && err == nil
+	if err != nil {
 		return dst[:n0], err
 	} else if ok {
 		for _, b := range r.topK(score, r.taken, budget-(len(dst)-n0)) {
@@ -350,6 +353,36 @@ func (r *Request) Select(dst []uint32, layer, nBlocks, budget int) ([]uint32, er
 		take(b)
 	}
 	return dst, nil
+}
+
+// Coldest appends to dst up to n of the blocks the last Select left out,
+// least important first: eviction candidates. It appends nothing when that
+// Select had no information to rank by.
+func (r *Request) Coldest(dst []uint32, n int) []uint32 {
+	if !r.ranked || n <= 0 {
+		return dst
+	}
+	n0 := len(dst)
+	for b, s := range r.score {
+		if r.taken[b] {
+			continue
+		}
+		// Insertion into the short sorted tail dst[n0:].
+		if len(dst)-n0 == n {
+			if s >= r.score[dst[len(dst)-1]] {
+				continue
+			}
+			dst = dst[:len(dst)-1]
+		}
+		j := len(dst)
+		dst = append(dst, uint32(b))
+		for j > n0 && r.score[dst[j-1]] > s {
+			dst[j] = dst[j-1]
+			j--
+		}
+		dst[j] = uint32(b)
+	}
+	return dst
 }
 
 // rank fills r.score for the policy; false when it has no information.

@@ -134,9 +134,10 @@ type active struct {
 	hashes []tiers.Hash
 	target atomic.Uint32 // tiers.Level; falls back to DRAM without an HBM tier
 
-	mu  sync.Mutex // protects req and sel
-	req *Request
-	sel []uint32
+	mu   sync.Mutex // protects req, sel and cold
+	req  *Request
+	sel  []uint32
+	cold map[int16][]uint32 // per key layer: the last plan's eviction candidates, coldest first
 }
 
 // plan is a list of blocks of one request to bring up, in priority order.
@@ -278,13 +279,21 @@ func (p *Prefetcher) planLayer(a *active, layer int16) (int, error) {
 	var err error
 	a.sel, err = a.req.Select(a.sel[:0], int(layer), n, budget)
 	blocks := append([]uint32(nil), a.sel...)
+	keyLayer := layer
+	if a.layer < 0 {
+		keyLayer = a.layer // blocks hold every layer
+	}
+	if err == nil {
+		if a.cold == nil {
+			a.cold = map[int16][]uint32{}
+		}
+		a.cold[keyLayer] = a.req.Coldest(a.cold[keyLayer][:0], coldPerLayer)
+	}
 	a.mu.Unlock()
 	if err != nil {
 		return 0, err
 	}
-	if a.layer < 0 {
-		layer = a.layer // blocks hold every layer
-	}
+	layer = keyLayer
 	pl := &plan{r: a, layer: layer, blocks: blocks, deadline: time.Now().Add(p.cfg.LayerTime)}
 	pl.budget.Store(p.cfg.PlanBytes)
 	p.plans.Add(1)
@@ -487,6 +496,33 @@ func (p *Prefetcher) summarize(a *active, i int, b tiers.Block, scratch []byte) 
 		_ = a.req.SetSummary(l, i, sum[l*per:(l+1)*per])
 	}
 	return sum
+}
+
+// coldPerLayer is how many eviction candidates a plan keeps per layer.
+const coldPerLayer = 32
+
+var _ tiers.VictimSource = (*Prefetcher)(nil)
+
+// Victims implements tiers.VictimSource (the store's importance eviction
+// policy, enabled with Store.SetVictims): the blocks that active requests'
+// latest plans predicted least important, coldest first per request and
+// layer. It holds the prefetcher's locks across fn, and never calls the
+// store while holding them.
+func (p *Prefetcher) Victims(_ tiers.Level, fn func(tiers.Key) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range p.reqs {
+		a.mu.Lock()
+		for layer, blocks := range a.cold {
+			for _, b := range blocks {
+				if fn(tiers.Key{Namespace: a.ns, Hash: a.hashes[b], Layer: layer}) {
+					a.mu.Unlock()
+					return
+				}
+			}
+		}
+		a.mu.Unlock()
+	}
 }
 
 // Stats returns the counters.

@@ -366,3 +366,94 @@ func TestCloseStopsTransfersInFlight(t *testing.T) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
+
+// TestEvictionByImportanceUnderPins: with the prefetcher as the store's
+// victim source, a full DRAM drops the active request's least important
+// unpinned block, not the least recently used one, and never a pinned one.
+func TestEvictionByImportanceUnderPins(t *testing.T) {
+	nv := newMemNVMe()
+	const n = 40
+	hashes := make([]tiers.Hash, n)
+	data := make([]byte, testLayout.Size())
+	for i := range hashes {
+		hashes[i] = testHash(i)
+		if err := nv.Put(context.Background(), tiers.Key{Namespace: "ns", Hash: hashes[i]}, testLayout, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arena, err := dram.New(3<<16, dram.WithChunkSize(64<<10), dram.WithHugePages(false)) // 48 blocks: the request fits
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := tiers.Open(context.Background(), tiers.Config{DRAM: arena, NVMe: nv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	p := newPrefetcher(t, Config{Store: st, Workers: 2, Budget: 0.25})
+	ctx := context.Background()
+	if _, err := p.RequestArrived(ctx, RequestArrived{RequestID: "r", Namespace: "ns", Hashes: hashes, Target: tiers.LevelDRAM}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "staging", func() bool { return p.Stats().Staged == n })
+	// Blocks 20.. are hot; below, importance rises toward block 1, so the
+	// coldest blocks are 19, 18, ... while the least recently used are
+	// 1, 2, ... (plain LRU would evict those). Block 0, the sink, stays.
+	idx, mass := []uint32{}, []float32{}
+	for b := 1; b < n; b++ {
+		idx = append(idx, uint32(b))
+		if b >= 20 {
+			mass = append(mass, 1)
+		} else {
+			mass = append(mass, float32(20-b)*1e-3)
+		}
+	}
+	if _, err := p.LayerAttention(ctx, LayerAttention{RequestID: "r", Namespace: "ns", Layer: 0, Step: 1, BlockIndexes: idx, Scores: mass}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "plan", func() bool { s := p.Stats(); return s.Hits+s.Promoted >= 10 })
+	// Pin the coldest block: block 18 must go first.
+	pinned := tiers.Key{Namespace: "ns", Hash: hashes[19]}
+	if _, err := st.Get(ctx, pinned, tiers.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st.SetVictims(p)
+	evictions := func() int64 {
+		for _, l := range st.Stats().Levels {
+			if l.Level == tiers.LevelDRAM {
+				return l.Evictions
+			}
+		}
+		return 0
+	}
+	before := evictions()
+	for i := 0; evictions() == before; i++ {
+		if i > 4*n {
+			t.Fatal("DRAM never filled")
+		}
+		k := tiers.Key{Namespace: "other", Hash: testHash(1000 + i)}
+		if err := st.Put(ctx, k, testLayout, data, tiers.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	from := func(b int) tiers.Level {
+		k := tiers.Key{Namespace: "ns", Hash: hashes[b]}
+		blk, err := st.Get(ctx, k, tiers.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = st.Release(k)
+		return blk.From
+	}
+	// Reads that hit DRAM first (a read from NVMe would make room again).
+	if got := from(1); got != tiers.LevelDRAM {
+		t.Errorf("the least recently used block came from %v, want DRAM", got)
+	}
+	if got := from(19); got != tiers.LevelDRAM {
+		t.Errorf("the pinned block came from %v, want DRAM", got)
+	}
+	if got := from(18); got != tiers.LevelNVMe {
+		t.Errorf("the least important unpinned block came from %v, want NVMe (evicted)", got)
+	}
+	_ = st.Release(pinned)
+}

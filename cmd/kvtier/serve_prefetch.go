@@ -18,6 +18,7 @@ type prefetchFlags struct {
 	budget    float64
 	layerTime time.Duration
 	decay     float64
+	eviction  string
 }
 
 func (p *prefetchFlags) register(fs *flag.FlagSet) {
@@ -26,11 +27,15 @@ func (p *prefetchFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&p.budget, "prefetch-budget", 0.25, "share of a request's blocks a layer plan promotes")
 	fs.DurationVar(&p.layerTime, "prefetch-layer-time", 20*time.Millisecond, "deadline of a layer plan; what is not moved by then is dropped and counted late")
 	fs.Float64Var(&p.decay, "prefetch-decay", 0.3, "importance a block keeps per decode step")
+	fs.StringVar(&p.eviction, "eviction", "importance", "eviction policy with the prefetcher on: importance (active requests' least important blocks first, then LRU) or lru")
 }
 
 // options returns the daemon options that plug the prefetcher into store:
 // none with --prefetch=false.
 func (p *prefetchFlags) options(store *tiers.Store, log *slog.Logger) ([]daemon.Option, error) {
+	if p.eviction != "importance" && p.eviction != "lru" {
+		return nil, fmt.Errorf("--eviction %q: want importance or lru", p.eviction)
+	}
 	if !p.on {
 		return nil, nil
 	}
@@ -41,5 +46,8 @@ func (p *prefetchFlags) options(store *tiers.Store, log *slog.Logger) ([]daemon.
 	if err != nil {
 		return nil, fmt.Errorf("prefetcher: %w", err)
 	}
-	return []daemon.Option{daemon.WithHints(pf), daemon.WithBeforeStoreClose(func() { _ = pf.Close() })}, nil
+	if p.eviction == "importance" {
+		store.SetVictims(pf)
+	}
+	return []daemon.Option{daemon.WithHints(pf), daemon.WithBeforeStoreClose(func() { store.SetVictims(nil); _ = pf.Close() })}, nil
 }
