@@ -106,6 +106,11 @@ func testHash(i int) tiers.Hash {
 // coldStore returns a store whose n blocks (namespace "ns", layer 0) are
 // on its NVMe tier only, as after a restart.
 func coldStore(t *testing.T, n int) (*tiers.Store, *memNVMe, []tiers.Hash) {
+	return coldStoreCap(t, n, 8<<20)
+}
+
+// coldStoreCap is coldStore with a DRAM tier of dramCap bytes.
+func coldStoreCap(t *testing.T, n int, dramCap int64) (*tiers.Store, *memNVMe, []tiers.Hash) {
 	t.Helper()
 	nv := newMemNVMe()
 	hashes := make([]tiers.Hash, n)
@@ -117,7 +122,7 @@ func coldStore(t *testing.T, n int) (*tiers.Store, *memNVMe, []tiers.Hash) {
 			t.Fatal(err)
 		}
 	}
-	arena, err := dram.New(8<<20, dram.WithChunkSize(64<<10), dram.WithHugePages(false))
+	arena, err := dram.New(dramCap, dram.WithChunkSize(64<<10), dram.WithHugePages(false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,25 +376,9 @@ func TestCloseStopsTransfersInFlight(t *testing.T) {
 // victim source, a full DRAM drops the active request's least important
 // unpinned block, not the least recently used one, and never a pinned one.
 func TestEvictionByImportanceUnderPins(t *testing.T) {
-	nv := newMemNVMe()
 	const n = 40
-	hashes := make([]tiers.Hash, n)
+	st, _, hashes := coldStoreCap(t, n, 3<<16) // 48 blocks: the request fits
 	data := make([]byte, testLayout.Size())
-	for i := range hashes {
-		hashes[i] = testHash(i)
-		if err := nv.Put(context.Background(), tiers.Key{Namespace: "ns", Hash: hashes[i]}, testLayout, data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	arena, err := dram.New(3<<16, dram.WithChunkSize(64<<10), dram.WithHugePages(false)) // 48 blocks: the request fits
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := tiers.Open(context.Background(), tiers.Config{DRAM: arena, NVMe: nv})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	p := newPrefetcher(t, Config{Store: st, Workers: 2, Budget: 0.25})
 	ctx := context.Background()
 	if _, err := p.RequestArrived(ctx, RequestArrived{RequestID: "r", Namespace: "ns", Hashes: hashes, Target: tiers.LevelDRAM}); err != nil {
