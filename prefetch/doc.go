@@ -30,8 +30,19 @@
 // Blocks with no information fall back to the sink (first blocks) and the
 // recent window, which stay resident, and then to recency.
 //
+// # Moving blocks
+//
+// Prefetcher implements Hints and QueryHints over a tiers.Store: a fixed
+// pool of workers stages arriving requests' prefixes (taking each block's
+// key summary as it passes) and runs layer plans within a byte budget and
+// a deadline; plans that miss it are dropped and counted late. As a
+// tiers.VictimSource (Store.SetVictims) it makes eviction drop the blocks
+// its plans ranked least important first.
+//
 // # Caveats
 //
 // A Request is not safe for concurrent use. Scores are relative within a
-// request and layer; they are not comparable across requests.
+// request and layer; they are not comparable across requests. Request ids
+// are per namespace: a second RequestArrived with the same id and
+// namespace replaces (and cancels) the first, even from another stream.
 package prefetch
