@@ -70,6 +70,10 @@ func SummarizeKeys(dst []byte, l Layout, data []byte) ([]byte, error) {
 			} else {
 				base = (li*H + h) * T * D
 			}
+			if l.DType == codec.FP16 && minMaxHalf(mn[:D], mx[:D], data[2*base:2*(base+T*D)], T, D) {
+				encodeKeySummary(dst[(li*H+h)*es:][:es], mn[:D], mx[:D])
+				continue
+			}
 			for c := range D {
 				mn[c], mx[c] = float32(math.Inf(1)), float32(math.Inf(-1))
 			}
@@ -115,4 +119,40 @@ func encodeKeySummary(dst []byte, mn, mx []float32) {
 		maxq[c] = byte(int8(min(max(hi, -127), 127)))
 		minq[c] = byte(int8(min(max(lo, -127), 127)))
 	}
+}
+
+// minMaxHalf computes per-channel minima and maxima of T rows of D fp16
+// values by comparing their bits mapped to an order-preserving uint16 (no
+// conversion per element), converting only the results. It reports false,
+// leaving the work to the general path, when an extreme is a NaN.
+func minMaxHalf(mn, mx []float32, b []byte, T, D int) bool {
+	var lo, hi [codec.MaxHeadDim]uint16
+	for c := range D {
+		lo[c], hi[c] = 0xFFFF, 0
+	}
+	for t := range T {
+		row := b[2*t*D : 2*(t+1)*D]
+		for c := range D {
+			h := binary.LittleEndian.Uint16(row[2*c:])
+			u := h ^ (uint16(int16(h)>>15) | 0x8000) // order-preserving
+			lo[c] = min(lo[c], u)
+			hi[c] = max(hi[c], u)
+		}
+	}
+	for c := range D {
+		mn[c] = codec.HalfToFloat32(unorderHalf(lo[c]))
+		mx[c] = codec.HalfToFloat32(unorderHalf(hi[c]))
+		if mn[c] != mn[c] || mx[c] != mx[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// unorderHalf inverts the order-preserving map of minMaxHalf.
+func unorderHalf(u uint16) uint16 {
+	if u&0x8000 != 0 {
+		return u ^ 0x8000
+	}
+	return ^u
 }

@@ -116,15 +116,19 @@ func BenchmarkSummarizeKeys(b *testing.B) {
 			copy(dst, data)
 		}
 	})
-	b.Run("summarize", func(b *testing.B) {
-		dst := make([]byte, tiers.KeySummarySize(l))
-		b.SetBytes(int64(len(data)))
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := tiers.SummarizeKeys(dst, l, data); err != nil {
-				b.Fatal(err)
+	for _, dt := range []codec.DType{codec.FP16, codec.BF16} {
+		l := l
+		l.DType = dt // bf16 takes the general path: a conversion per element
+		b.Run("summarize="+dt.String(), func(b *testing.B) {
+			dst := make([]byte, tiers.KeySummarySize(l))
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := tiers.SummarizeKeys(dst, l, data); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-		b.ReportMetric(float64(len(dst))/float64(len(data))*100, "%summary")
-	})
+			b.ReportMetric(float64(len(dst))/float64(len(data))*100, "%summary")
+		})
+	}
 }
