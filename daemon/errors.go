@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kvtier/kvtier/codec"
+	"github.com/kvtier/kvtier/prefetch"
 	"github.com/kvtier/kvtier/tiers"
 )
 
@@ -74,6 +75,7 @@ func Code(err error) codes.Code {
 	case errors.Is(err, ErrPermissionDenied):
 		return codes.PermissionDenied
 	case errors.Is(err, tiers.ErrInvalid),
+		errors.Is(err, prefetch.ErrInvalid),
 		errors.Is(err, codec.ErrLayout),
 		errors.Is(err, codec.ErrSize),
 		errors.Is(err, codec.ErrMode):

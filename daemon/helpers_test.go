@@ -43,6 +43,8 @@ type envOptions struct {
 	noArena bool
 	// dramCodec keeps DRAM blocks compressed in this mode (raw: not).
 	dramCodec codec.Mode
+	// hints, when set, builds the daemon's Hints over its store.
+	hints func(*tiers.Store) daemon.Hints
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -92,6 +94,9 @@ func startEnv(t testing.TB, o envOptions) *testEnv {
 		o.cfg(&cfg)
 	}
 	opts := o.opts
+	if o.hints != nil {
+		opts = append(opts, daemon.WithHints(o.hints(store)))
+	}
 	if !o.noArena {
 		opts = append(opts, daemon.WithArena(arena))
 	}

@@ -5,48 +5,12 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/kvtier/kvtier/tiers"
+	"github.com/kvtier/kvtier/prefetch"
 )
 
-// Hint kinds, as the prefetcher receives them. They carry store types only:
-// the prefetcher knows nothing of gRPC.
-
-// RequestArrived: a request with this prefix entered the engine's queue.
-type RequestArrived struct {
-	RequestID string
-	Namespace string
-	Layer     int16
-	Hashes    []tiers.Hash // the prefix chain, in order; owned by the callee
-	Target    tiers.Level  // LevelHBM or LevelDRAM
-}
-
-// LayerAttention: layer Layer of request RequestID, at decode step Step,
-// paid attention Scores[i] to block BlockIndexes[i] of its prefix.
-type LayerAttention struct {
-	RequestID    string
-	Namespace    string // from the request's RequestArrived hint
-	Layer        int16
-	Step         uint64
-	BlockIndexes []uint32 // owned by the callee
-	Scores       []float32
-}
-
-// RequestFinished: the request left the engine.
-type RequestFinished struct {
-	RequestID string
-	Namespace string
-}
-
-// Hints receives engine hints; the prefetcher implements it. A method that
-// returns an error wrapping errors.ErrUnsupported ends the Hint stream with
-// UNIMPLEMENTED. The int results are the blocks scheduled for promotion.
-// Methods are called from one goroutine per Hint stream, so concurrently
-// across streams.
-type Hints interface {
-	RequestArrived(ctx context.Context, h RequestArrived) (int, error)
-	LayerAttention(ctx context.Context, h LayerAttention) (int, error)
-	RequestFinished(ctx context.Context, h RequestFinished) error
-}
+// Hints receives engine hints (see prefetch.Hints, which owns the hint
+// types); the prefetcher implements it.
+type Hints = prefetch.Hints
 
 // noHints is the Hints of a daemon without a prefetcher: every kind is
 // unimplemented.
@@ -54,14 +18,14 @@ type noHints struct{}
 
 var errNoPrefetcher = fmt.Errorf("%w: no prefetcher handles hints in this daemon", errors.ErrUnsupported)
 
-func (noHints) RequestArrived(context.Context, RequestArrived) (int, error) {
+func (noHints) RequestArrived(context.Context, prefetch.RequestArrived) (int, error) {
 	return 0, fmt.Errorf("request_arrived: %w", errNoPrefetcher)
 }
 
-func (noHints) LayerAttention(context.Context, LayerAttention) (int, error) {
+func (noHints) LayerAttention(context.Context, prefetch.LayerAttention) (int, error) {
 	return 0, fmt.Errorf("layer_attention: %w", errNoPrefetcher)
 }
 
-func (noHints) RequestFinished(context.Context, RequestFinished) error {
+func (noHints) RequestFinished(context.Context, prefetch.RequestFinished) error {
 	return fmt.Errorf("request_finished: %w", errNoPrefetcher)
 }

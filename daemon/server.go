@@ -122,6 +122,9 @@ func New(cfg Config, store *tiers.Store, opts ...Option) (*Server, error) {
 	if s.gpus != nil {
 		s.metrics.reg.MustRegister(gpuCollector{s.gpus})
 	}
+	if ps, ok := s.hints.(prefetchStatser); ok {
+		s.metrics.reg.MustRegister(prefetchCollector{ps})
+	}
 	return s, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/kvtier/kvtier/prefetch"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 	"github.com/kvtier/kvtier/tiers"
 )
@@ -285,6 +286,12 @@ const maxHintRequests = 1 << 16
 func (s *Server) Hint(stream pb.KVTierService_HintServer) error {
 	ctx := stream.Context()
 	open := map[string]string{} // request id → namespace
+	defer func() {
+		// A dropped stream finishes its requests: their staging stops.
+		for id, ns := range open {
+			_ = s.hints.RequestFinished(context.WithoutCancel(ctx), prefetch.RequestFinished{RequestID: id, Namespace: ns})
+		}
+	}()
 	done := make(chan struct{})
 	defer close(done)
 	msgs := recvLoop(stream.Recv, done)
@@ -298,7 +305,7 @@ func (s *Server) Hint(stream pb.KVTierService_HintServer) error {
 		switch h := req.GetHint().(type) {
 		case *pb.HintRequest_RequestArrived:
 			kind = "request_arrived"
-			var ra RequestArrived
+			var ra prefetch.RequestArrived
 			ra, err = requestArrivedFromProto(h.RequestArrived)
 			if err == nil {
 				err = authorize(ctx, ra.Namespace)
@@ -323,12 +330,15 @@ func (s *Server) Hint(stream pb.KVTierService_HintServer) error {
 			default:
 				var layer int16
 				if layer, err = validateLayer("layer_attention.layer", la.GetLayer()); err == nil {
-					scheduled, err = s.hints.LayerAttention(ctx, LayerAttention{
+					scheduled, err = s.hints.LayerAttention(ctx, prefetch.LayerAttention{
 						RequestID: la.GetRequestId(), Namespace: ns, Layer: layer, Step: la.GetStep(),
 						BlockIndexes: la.GetBlockIndexes(), Scores: la.GetScores(),
 					})
 				}
 			}
+		case *pb.HintRequest_LayerQuery:
+			kind = "layer_query"
+			scheduled, err = s.layerQuery(ctx, h.LayerQuery, open)
 		case *pb.HintRequest_RequestFinished:
 			kind = "request_finished"
 			id := h.RequestFinished.GetRequestId()
@@ -337,7 +347,7 @@ func (s *Server) Hint(stream pb.KVTierService_HintServer) error {
 				err = fieldErr("request_finished.request_id", "%q was not announced on this stream", id)
 			} else {
 				delete(open, id)
-				err = s.hints.RequestFinished(ctx, RequestFinished{RequestID: id, Namespace: ns})
+				err = s.hints.RequestFinished(ctx, prefetch.RequestFinished{RequestID: id, Namespace: ns})
 			}
 		default:
 			kind = "none"
@@ -362,8 +372,8 @@ func (s *Server) Hint(stream pb.KVTierService_HintServer) error {
 	}
 }
 
-func requestArrivedFromProto(h *pb.RequestArrivedHint) (RequestArrived, error) {
-	var ra RequestArrived
+func requestArrivedFromProto(h *pb.RequestArrivedHint) (prefetch.RequestArrived, error) {
+	var ra prefetch.RequestArrived
 	if h.GetRequestId() == "" {
 		return ra, fieldErr("request_arrived.request_id", "required")
 	}
@@ -393,5 +403,5 @@ func requestArrivedFromProto(h *pb.RequestArrivedHint) (RequestArrived, error) {
 		}
 		return ra, err
 	}
-	return RequestArrived{RequestID: h.GetRequestId(), Namespace: h.GetNamespace(), Layer: layer, Hashes: hashes, Target: target}, nil
+	return prefetch.RequestArrived{RequestID: h.GetRequestId(), Namespace: h.GetNamespace(), Layer: layer, Hashes: hashes, Target: target}, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kvtier/kvtier/client"
 	"github.com/kvtier/kvtier/daemon"
+	"github.com/kvtier/kvtier/prefetch"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 )
 
@@ -574,21 +575,21 @@ func TestUnsupportedHintWithPrefetcher(t *testing.T) {
 }
 
 type fakeHints struct {
-	arrived   daemon.RequestArrived
-	attention daemon.LayerAttention
+	arrived   prefetch.RequestArrived
+	attention prefetch.LayerAttention
 }
 
-func (f *fakeHints) RequestArrived(_ context.Context, h daemon.RequestArrived) (int, error) {
+func (f *fakeHints) RequestArrived(_ context.Context, h prefetch.RequestArrived) (int, error) {
 	f.arrived = h
 	return len(h.Hashes), nil
 }
 
-func (f *fakeHints) LayerAttention(_ context.Context, h daemon.LayerAttention) (int, error) {
+func (f *fakeHints) LayerAttention(_ context.Context, h prefetch.LayerAttention) (int, error) {
 	f.attention = h
 	return len(h.BlockIndexes), nil
 }
 
-func (f *fakeHints) RequestFinished(context.Context, daemon.RequestFinished) error {
+func (f *fakeHints) RequestFinished(context.Context, prefetch.RequestFinished) error {
 	return errors.ErrUnsupported
 }
 

@@ -81,6 +81,9 @@ type candidate struct {
 //   - a DRAM copy NVMe lacks: demoted (written to NVMe) first;
 //   - only when nothing above exists anywhere: any unpinned copy.
 func (s *Store) evict(ctx context.Context, l int) (freed, busy bool) {
+	if s.evictVictim(l) { // the importance policy, when a source is set
+		return true, false
+	}
 	if freed, busy = s.evictOldest(l); freed {
 		return true, false
 	}

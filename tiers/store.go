@@ -139,6 +139,8 @@ type Store struct {
 	clock       atomic.Uint64             // ticks once per touch; orders recency across shards
 	dramCap     int64
 
+	victims atomic.Pointer[victimSource] // eviction by importance; nil: LRU only
+
 	wbq    chan Key      // write-behind queue
 	done   chan struct{} // closed by Close
 	wbWG   sync.WaitGroup

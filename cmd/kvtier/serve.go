@@ -182,6 +182,7 @@ type serveFlags struct {
 	shutdown   time.Duration
 	maxMsg     byteSize
 	prefault   bool
+	prefetch   prefetchFlags
 }
 
 func runServe(args []string, stdout, stderr io.Writer) int {
@@ -205,6 +206,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.cfg.MetricsAddr, "metrics-addr", daemon.DefaultMetricsAddr, "HTTP address of the Prometheus /metrics endpoint (\"\" disables it)")
 	fs.Var(&f.dramBytes, "dram-bytes", "DRAM tier capacity (default min(25% of RAM, 4GiB))")
 	fs.BoolVar(&f.prefault, "dram-prefault", false, "allocate every DRAM page at start")
+	f.prefetch.register(fs)
 	fs.Var(&f.dramCodec, "dram-codec", "keep DRAM blocks compressed: a mode (raw, lossless, int8, int4, int3, int2) for every namespace, then optional ns=mode overrides, comma-separated; each Get decodes (default raw: uncompressed)")
 	fs.StringVar(&f.nvmeDir, "nvme-dir", defaultNVMeDir, "NVMe tier directory (\"\" for no NVMe tier)")
 	fs.Var(&f.nvmeBytes, "nvme-bytes", "NVMe tier capacity")
@@ -339,6 +341,12 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		opts = append(opts, o)
 		defer closeGPUs()
 	}
+	popts, err := f.prefetch.options(store, log)
+	if err != nil {
+		_ = store.Close()
+		return err
+	}
+	opts = append(opts, popts...)
 	srv, err := daemon.New(f.cfg, store, opts...)
 	if err != nil {
 		_ = store.Close()

@@ -2827,6 +2827,7 @@ type HintRequest struct {
 	//	*HintRequest_RequestArrived
 	//	*HintRequest_LayerAttention
 	//	*HintRequest_RequestFinished
+	//	*HintRequest_LayerQuery
 	Hint          isHintRequest_Hint `protobuf_oneof:"hint"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2910,6 +2911,15 @@ func (x *HintRequest) GetRequestFinished() *RequestFinishedHint {
 	return nil
 }
 
+func (x *HintRequest) GetLayerQuery() *LayerQueryHint {
+	if x != nil {
+		if x, ok := x.Hint.(*HintRequest_LayerQuery); ok {
+			return x.LayerQuery
+		}
+	}
+	return nil
+}
+
 type isHintRequest_Hint interface {
 	isHintRequest_Hint()
 }
@@ -2929,11 +2939,18 @@ type HintRequest_RequestFinished struct {
 	RequestFinished *RequestFinishedHint `protobuf:"bytes,5,opt,name=request_finished,json=requestFinished,proto3,oneof"`
 }
 
+type HintRequest_LayerQuery struct {
+	// A layer of a request is about to attend with this query.
+	LayerQuery *LayerQueryHint `protobuf:"bytes,20,opt,name=layer_query,json=layerQuery,proto3,oneof"`
+}
+
 func (*HintRequest_RequestArrived) isHintRequest_Hint() {}
 
 func (*HintRequest_LayerAttention) isHintRequest_Hint() {}
 
 func (*HintRequest_RequestFinished) isHintRequest_Hint() {}
+
+func (*HintRequest_LayerQuery) isHintRequest_Hint() {}
 
 // RequestArrivedHint says a request with a prefix entered the engine's
 // queue, so its blocks can be brought from NVMe to DRAM (or HBM) meanwhile.
@@ -3122,6 +3139,111 @@ func (x *LayerAttentionHint) GetScores() []float32 {
 	return nil
 }
 
+// LayerQueryHint gives the query one layer of a request attends with, for
+// engines that never see attention scores (FlashAttention). The prefetcher
+// bounds q·k over every block of the request from the per-channel key
+// minima and maxima it keeps per block (the Quest bound) and promotes the
+// top blocks.
+type LayerQueryHint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The request, as named in its RequestArrivedHint.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The layer, 0..1023.
+	Layer int32 `protobuf:"zigzag32,2,opt,name=layer,proto3" json:"layer,omitempty"`
+	// The decode step (monotonic per request).
+	Step uint64 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	// Query heads; a multiple of kv_heads (grouped-query attention: query
+	// head h reads KV head h / (q_heads / kv_heads)).
+	QHeads uint32 `protobuf:"varint,4,opt,name=q_heads,json=qHeads,proto3" json:"q_heads,omitempty"`
+	// KV heads of the request's blocks.
+	KvHeads uint32 `protobuf:"varint,5,opt,name=kv_heads,json=kvHeads,proto3" json:"kv_heads,omitempty"`
+	// Values per head.
+	HeadDim uint32 `protobuf:"varint,6,opt,name=head_dim,json=headDim,proto3" json:"head_dim,omitempty"`
+	// The post-RoPE query, [q_heads][head_dim].
+	Query         []float32 `protobuf:"fixed32,7,rep,packed,name=query,proto3" json:"query,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LayerQueryHint) Reset() {
+	*x = LayerQueryHint{}
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LayerQueryHint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LayerQueryHint) ProtoMessage() {}
+
+func (x *LayerQueryHint) ProtoReflect() protoreflect.Message {
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LayerQueryHint.ProtoReflect.Descriptor instead.
+func (*LayerQueryHint) Descriptor() ([]byte, []int) {
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *LayerQueryHint) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *LayerQueryHint) GetLayer() int32 {
+	if x != nil {
+		return x.Layer
+	}
+	return 0
+}
+
+func (x *LayerQueryHint) GetStep() uint64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *LayerQueryHint) GetQHeads() uint32 {
+	if x != nil {
+		return x.QHeads
+	}
+	return 0
+}
+
+func (x *LayerQueryHint) GetKvHeads() uint32 {
+	if x != nil {
+		return x.KvHeads
+	}
+	return 0
+}
+
+func (x *LayerQueryHint) GetHeadDim() uint32 {
+	if x != nil {
+		return x.HeadDim
+	}
+	return 0
+}
+
+func (x *LayerQueryHint) GetQuery() []float32 {
+	if x != nil {
+		return x.Query
+	}
+	return nil
+}
+
 // RequestFinishedHint says a request left the engine.
 type RequestFinishedHint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3133,7 +3255,7 @@ type RequestFinishedHint struct {
 
 func (x *RequestFinishedHint) Reset() {
 	*x = RequestFinishedHint{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[37]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3145,7 +3267,7 @@ func (x *RequestFinishedHint) String() string {
 func (*RequestFinishedHint) ProtoMessage() {}
 
 func (x *RequestFinishedHint) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[37]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3158,7 +3280,7 @@ func (x *RequestFinishedHint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestFinishedHint.ProtoReflect.Descriptor instead.
 func (*RequestFinishedHint) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{37}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RequestFinishedHint) GetRequestId() string {
@@ -3181,7 +3303,7 @@ type HintResponse struct {
 
 func (x *HintResponse) Reset() {
 	*x = HintResponse{}
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[38]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3193,7 +3315,7 @@ func (x *HintResponse) String() string {
 func (*HintResponse) ProtoMessage() {}
 
 func (x *HintResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvtier_v1_kvtier_proto_msgTypes[38]
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3206,7 +3328,7 @@ func (x *HintResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintResponse.ProtoReflect.Descriptor instead.
 func (*HintResponse) Descriptor() ([]byte, []int) {
-	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{38}
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *HintResponse) GetId() uint64 {
@@ -3437,13 +3559,15 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12-\n" +
 	"\x03pin\x18\x02 \x01(\v2\x1b.kvtier.v1.PinBlockResponseR\x03pin\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\x98\x02\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xd6\x02\n" +
 	"\vHintRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x10\n" +
 	"\x03ack\x18\x02 \x01(\bR\x03ack\x12H\n" +
 	"\x0frequest_arrived\x18\x03 \x01(\v2\x1d.kvtier.v1.RequestArrivedHintH\x00R\x0erequestArrived\x12H\n" +
 	"\x0flayer_attention\x18\x04 \x01(\v2\x1d.kvtier.v1.LayerAttentionHintH\x00R\x0elayerAttention\x12K\n" +
-	"\x10request_finished\x18\x05 \x01(\v2\x1e.kvtier.v1.RequestFinishedHintH\x00R\x0frequestFinishedB\x06\n" +
+	"\x10request_finished\x18\x05 \x01(\v2\x1e.kvtier.v1.RequestFinishedHintH\x00R\x0frequestFinished\x12<\n" +
+	"\vlayer_query\x18\x14 \x01(\v2\x19.kvtier.v1.LayerQueryHintH\x00R\n" +
+	"layerQueryB\x06\n" +
 	"\x04hint\"\xfd\x01\n" +
 	"\x12RequestArrivedHint\x12\x1d\n" +
 	"\n" +
@@ -3461,7 +3585,16 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\x05layer\x18\x02 \x01(\x11R\x05layer\x12\x12\n" +
 	"\x04step\x18\x03 \x01(\x04R\x04step\x12#\n" +
 	"\rblock_indexes\x18\x04 \x03(\rR\fblockIndexes\x12\x16\n" +
-	"\x06scores\x18\x05 \x03(\x02R\x06scores\"4\n" +
+	"\x06scores\x18\x05 \x03(\x02R\x06scores\"\xbe\x01\n" +
+	"\x0eLayerQueryHint\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05layer\x18\x02 \x01(\x11R\x05layer\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\x04R\x04step\x12\x17\n" +
+	"\aq_heads\x18\x04 \x01(\rR\x06qHeads\x12\x19\n" +
+	"\bkv_heads\x18\x05 \x01(\rR\akvHeads\x12\x19\n" +
+	"\bhead_dim\x18\x06 \x01(\rR\aheadDim\x12\x14\n" +
+	"\x05query\x18\a \x03(\x02R\x05query\"4\n" +
 	"\x13RequestFinishedHint\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\"I\n" +
@@ -3521,7 +3654,7 @@ func file_kvtier_v1_kvtier_proto_rawDescGZIP() []byte {
 }
 
 var file_kvtier_v1_kvtier_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kvtier_v1_kvtier_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_kvtier_v1_kvtier_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_kvtier_v1_kvtier_proto_goTypes = []any{
 	(Dtype)(0),                     // 0: kvtier.v1.Dtype
 	(KVOrder)(0),                   // 1: kvtier.v1.KVOrder
@@ -3564,8 +3697,9 @@ var file_kvtier_v1_kvtier_proto_goTypes = []any{
 	(*HintRequest)(nil),            // 38: kvtier.v1.HintRequest
 	(*RequestArrivedHint)(nil),     // 39: kvtier.v1.RequestArrivedHint
 	(*LayerAttentionHint)(nil),     // 40: kvtier.v1.LayerAttentionHint
-	(*RequestFinishedHint)(nil),    // 41: kvtier.v1.RequestFinishedHint
-	(*HintResponse)(nil),           // 42: kvtier.v1.HintResponse
+	(*LayerQueryHint)(nil),         // 41: kvtier.v1.LayerQueryHint
+	(*RequestFinishedHint)(nil),    // 42: kvtier.v1.RequestFinishedHint
+	(*HintResponse)(nil),           // 43: kvtier.v1.HintResponse
 }
 var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	0,  // 0: kvtier.v1.Layout.dtype:type_name -> kvtier.v1.Dtype
@@ -3597,42 +3731,43 @@ var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	35, // 26: kvtier.v1.PinStreamResponse.pin:type_name -> kvtier.v1.PinBlockResponse
 	39, // 27: kvtier.v1.HintRequest.request_arrived:type_name -> kvtier.v1.RequestArrivedHint
 	40, // 28: kvtier.v1.HintRequest.layer_attention:type_name -> kvtier.v1.LayerAttentionHint
-	41, // 29: kvtier.v1.HintRequest.request_finished:type_name -> kvtier.v1.RequestFinishedHint
-	12, // 30: kvtier.v1.RequestArrivedHint.hash_params:type_name -> kvtier.v1.HashParams
-	2,  // 31: kvtier.v1.RequestArrivedHint.target:type_name -> kvtier.v1.Tier
-	8,  // 32: kvtier.v1.KVTierService.Put:input_type -> kvtier.v1.PutRequest
-	10, // 33: kvtier.v1.KVTierService.Get:input_type -> kvtier.v1.GetRequest
-	13, // 34: kvtier.v1.KVTierService.Lookup:input_type -> kvtier.v1.LookupRequest
-	15, // 35: kvtier.v1.KVTierService.Release:input_type -> kvtier.v1.ReleaseRequest
-	17, // 36: kvtier.v1.KVTierService.Delete:input_type -> kvtier.v1.DeleteRequest
-	19, // 37: kvtier.v1.KVTierService.Stats:input_type -> kvtier.v1.StatsRequest
-	25, // 38: kvtier.v1.KVTierService.Attach:input_type -> kvtier.v1.AttachRequest
-	23, // 39: kvtier.v1.KVTierService.AttachHbmArena:input_type -> kvtier.v1.AttachHbmArenaRequest
-	28, // 40: kvtier.v1.KVTierService.ReserveSlot:input_type -> kvtier.v1.ReserveSlotRequest
-	30, // 41: kvtier.v1.KVTierService.CommitSlot:input_type -> kvtier.v1.CommitSlotRequest
-	32, // 42: kvtier.v1.KVTierService.AbortSlot:input_type -> kvtier.v1.AbortSlotRequest
-	34, // 43: kvtier.v1.KVTierService.PinBlock:input_type -> kvtier.v1.PinBlockRequest
-	36, // 44: kvtier.v1.KVTierService.PinStream:input_type -> kvtier.v1.PinStreamRequest
-	38, // 45: kvtier.v1.KVTierService.Hint:input_type -> kvtier.v1.HintRequest
-	9,  // 46: kvtier.v1.KVTierService.Put:output_type -> kvtier.v1.PutResponse
-	11, // 47: kvtier.v1.KVTierService.Get:output_type -> kvtier.v1.GetResponse
-	14, // 48: kvtier.v1.KVTierService.Lookup:output_type -> kvtier.v1.LookupResponse
-	16, // 49: kvtier.v1.KVTierService.Release:output_type -> kvtier.v1.ReleaseResponse
-	18, // 50: kvtier.v1.KVTierService.Delete:output_type -> kvtier.v1.DeleteResponse
-	21, // 51: kvtier.v1.KVTierService.Stats:output_type -> kvtier.v1.StatsResponse
-	27, // 52: kvtier.v1.KVTierService.Attach:output_type -> kvtier.v1.AttachResponse
-	24, // 53: kvtier.v1.KVTierService.AttachHbmArena:output_type -> kvtier.v1.AttachHbmArenaResponse
-	29, // 54: kvtier.v1.KVTierService.ReserveSlot:output_type -> kvtier.v1.ReserveSlotResponse
-	31, // 55: kvtier.v1.KVTierService.CommitSlot:output_type -> kvtier.v1.CommitSlotResponse
-	33, // 56: kvtier.v1.KVTierService.AbortSlot:output_type -> kvtier.v1.AbortSlotResponse
-	35, // 57: kvtier.v1.KVTierService.PinBlock:output_type -> kvtier.v1.PinBlockResponse
-	37, // 58: kvtier.v1.KVTierService.PinStream:output_type -> kvtier.v1.PinStreamResponse
-	42, // 59: kvtier.v1.KVTierService.Hint:output_type -> kvtier.v1.HintResponse
-	46, // [46:60] is the sub-list for method output_type
-	32, // [32:46] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	42, // 29: kvtier.v1.HintRequest.request_finished:type_name -> kvtier.v1.RequestFinishedHint
+	41, // 30: kvtier.v1.HintRequest.layer_query:type_name -> kvtier.v1.LayerQueryHint
+	12, // 31: kvtier.v1.RequestArrivedHint.hash_params:type_name -> kvtier.v1.HashParams
+	2,  // 32: kvtier.v1.RequestArrivedHint.target:type_name -> kvtier.v1.Tier
+	8,  // 33: kvtier.v1.KVTierService.Put:input_type -> kvtier.v1.PutRequest
+	10, // 34: kvtier.v1.KVTierService.Get:input_type -> kvtier.v1.GetRequest
+	13, // 35: kvtier.v1.KVTierService.Lookup:input_type -> kvtier.v1.LookupRequest
+	15, // 36: kvtier.v1.KVTierService.Release:input_type -> kvtier.v1.ReleaseRequest
+	17, // 37: kvtier.v1.KVTierService.Delete:input_type -> kvtier.v1.DeleteRequest
+	19, // 38: kvtier.v1.KVTierService.Stats:input_type -> kvtier.v1.StatsRequest
+	25, // 39: kvtier.v1.KVTierService.Attach:input_type -> kvtier.v1.AttachRequest
+	23, // 40: kvtier.v1.KVTierService.AttachHbmArena:input_type -> kvtier.v1.AttachHbmArenaRequest
+	28, // 41: kvtier.v1.KVTierService.ReserveSlot:input_type -> kvtier.v1.ReserveSlotRequest
+	30, // 42: kvtier.v1.KVTierService.CommitSlot:input_type -> kvtier.v1.CommitSlotRequest
+	32, // 43: kvtier.v1.KVTierService.AbortSlot:input_type -> kvtier.v1.AbortSlotRequest
+	34, // 44: kvtier.v1.KVTierService.PinBlock:input_type -> kvtier.v1.PinBlockRequest
+	36, // 45: kvtier.v1.KVTierService.PinStream:input_type -> kvtier.v1.PinStreamRequest
+	38, // 46: kvtier.v1.KVTierService.Hint:input_type -> kvtier.v1.HintRequest
+	9,  // 47: kvtier.v1.KVTierService.Put:output_type -> kvtier.v1.PutResponse
+	11, // 48: kvtier.v1.KVTierService.Get:output_type -> kvtier.v1.GetResponse
+	14, // 49: kvtier.v1.KVTierService.Lookup:output_type -> kvtier.v1.LookupResponse
+	16, // 50: kvtier.v1.KVTierService.Release:output_type -> kvtier.v1.ReleaseResponse
+	18, // 51: kvtier.v1.KVTierService.Delete:output_type -> kvtier.v1.DeleteResponse
+	21, // 52: kvtier.v1.KVTierService.Stats:output_type -> kvtier.v1.StatsResponse
+	27, // 53: kvtier.v1.KVTierService.Attach:output_type -> kvtier.v1.AttachResponse
+	24, // 54: kvtier.v1.KVTierService.AttachHbmArena:output_type -> kvtier.v1.AttachHbmArenaResponse
+	29, // 55: kvtier.v1.KVTierService.ReserveSlot:output_type -> kvtier.v1.ReserveSlotResponse
+	31, // 56: kvtier.v1.KVTierService.CommitSlot:output_type -> kvtier.v1.CommitSlotResponse
+	33, // 57: kvtier.v1.KVTierService.AbortSlot:output_type -> kvtier.v1.AbortSlotResponse
+	35, // 58: kvtier.v1.KVTierService.PinBlock:output_type -> kvtier.v1.PinBlockResponse
+	37, // 59: kvtier.v1.KVTierService.PinStream:output_type -> kvtier.v1.PinStreamResponse
+	43, // 60: kvtier.v1.KVTierService.Hint:output_type -> kvtier.v1.HintResponse
+	47, // [47:61] is the sub-list for method output_type
+	33, // [33:47] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_kvtier_v1_kvtier_proto_init() }
@@ -3645,6 +3780,7 @@ func file_kvtier_v1_kvtier_proto_init() {
 		(*HintRequest_RequestArrived)(nil),
 		(*HintRequest_LayerAttention)(nil),
 		(*HintRequest_RequestFinished)(nil),
+		(*HintRequest_LayerQuery)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3652,7 +3788,7 @@ func file_kvtier_v1_kvtier_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvtier_v1_kvtier_proto_rawDesc), len(file_kvtier_v1_kvtier_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
