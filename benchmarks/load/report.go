@@ -6,7 +6,6 @@ import (
 	"image/color"
 	"io"
 	"path/filepath"
-	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -93,12 +92,18 @@ func Plot(path string, rows []Row, title string) error {
 		return fmt.Errorf("%w: plot file %q: want .png or .svg", ErrInvalid, path)
 	}
 	by := map[string]plotter.XYs{}
+	tags := map[string][]string{} // each point's level
 	var names []string
 	for _, r := range rows {
 		if _, ok := by[r.Target]; !ok {
 			names = append(names, r.Target)
 		}
 		by[r.Target] = append(by[r.Target], plotter.XY{X: r.OpsPerS, Y: r.P99US})
+		tag := fmt.Sprintf("c=%d", r.Concurrency)
+		if r.QPS > 0 {
+			tag = fmt.Sprintf("%.0f/s", r.QPS)
+		}
+		tags[r.Target] = append(tags[r.Target], tag)
 	}
 	if len(names) == 0 {
 		return fmt.Errorf("%w: nothing to plot", ErrInvalid)
@@ -114,8 +119,7 @@ func Plot(path string, rows []Row, title string) error {
 		color.RGBA{31, 119, 180, 255}, color.RGBA{255, 127, 14, 255}, color.RGBA{44, 160, 44, 255}, color.RGBA{214, 39, 40, 255},
 	}
 	for i, n := range names {
-		pts := by[n]
-		sort.Slice(pts, func(a, b int) bool { return pts[a].X < pts[b].X })
+		pts := by[n] // in the order of the levels: the curve follows the load
 		for j := range pts {
 			pts[j].Y = max(pts[j].Y, 1) // log scale
 		}
@@ -127,7 +131,17 @@ func Plot(path string, rows []Row, title string) error {
 		l.Width = vg.Points(1.5)
 		p.Add(l, s)
 		p.Legend.Add(n, l, s)
+		lb, err := plotter.NewLabels(plotter.XYLabels{XYs: pts, Labels: tags[n]})
+		if err != nil {
+			return err
+		}
+		for j := range lb.TextStyle {
+			lb.TextStyle[j].Color = colors[i%len(colors)]
+			lb.TextStyle[j].XAlign = 0.1
+		}
+		p.Add(lb)
 	}
+	p.X.Min = 0
 	p.Legend.Top, p.Legend.Left = true, true
 	return p.Save(7*vg.Inch, 4.5*vg.Inch, path)
 }

@@ -59,9 +59,6 @@ func (r *Runner) dram(ctx context.Context, n int) error {
 	var next atomic.Int64
 	next.Store(int64(window))
 	for _, c := range r.cfg.cells() {
-		if c.op == OpWrite && c.order != Seq {
-			continue // a put's slot is the arena's choice: only one order
-		}
 		row := Row{Tier: TierDRAM, Op: c.op, Order: c.order, Parallel: c.parallel, BlockBytes: n,
 			Ref: "memcpy", Capacity: r.cfg.DRAMBytes}
 		var p Pair

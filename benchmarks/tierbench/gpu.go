@@ -25,6 +25,7 @@ func (r *Runner) gpu(ctx context.Context, log io.Writer) error {
 		if errors.Is(err, gpu.ErrUnavailable) {
 			fmt.Fprintf(log, "tierbench: no GPU rows: %v\n", err)
 			r.done += len(r.cfg.Sizes)
+			r.bar(float64(r.done)/float64(r.all), "no GPU")
 			return nil
 		}
 		return fmt.Errorf("tierbench: gpu: %w", err)

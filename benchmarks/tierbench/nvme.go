@@ -88,9 +88,6 @@ func (r *Runner) nvme(ctx context.Context, n int) error {
 	var next atomic.Int64
 	next.Store(int64(k))
 	for _, c := range r.cfg.cells() {
-		if c.op == OpWrite && c.order != Seq {
-			continue // the tier appends to its value log: only one order
-		}
 		row := Row{Tier: TierNVMe, Op: c.op, Order: c.order, Parallel: c.parallel, BlockBytes: n,
 			Capacity: capacity}
 		var p Pair

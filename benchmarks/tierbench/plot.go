@@ -63,7 +63,12 @@ func Plot(path string, rows []Row, title string) error {
 	p.Legend.Add("reference (same run)", br)
 	p.Legend.Top = true
 	p.NominalY(names...)
+	p.Y.Max = float64(len(sel)) + 0.6 // room for the legend above the first bar
+	p.X.Min = 0
+	for i := range tier {
+		p.X.Max = max(p.X.Max, tier[i]*1.05, ref[i]*1.05)
+	}
 	p.Add(plotter.NewGrid())
-	h := vg.Length(len(sel))*vg.Points(2.2*barW) + 2*vg.Inch
+	h := vg.Length(len(sel)+1)*vg.Points(2.2*barW) + 2*vg.Inch
 	return p.Save(8*vg.Inch, h, path)
 }

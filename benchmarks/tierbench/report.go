@@ -29,22 +29,22 @@ func WriteTable(w io.Writer, rows []Row, h *host.Info) error {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "tier\top\torder\tpar\tblock\tcapacity\tGB/s\tp50 µs\tp99 µs\treference\tref GB/s\tref p50 µs\tratio\tdirect I/O\t")
+	fmt.Fprintln(tw, "tier\top\torder\tpar\tblock\tcapacity\tGB/s\tp50 µs\tp99 µs\treference\tref GB/s\tref p50 µs\tratio\tp50 ratio\tdirect I/O\t")
 	for _, r := range rows {
-		ref, refGB, refP50, ratio := "-", "-", "-", "-"
+		ref, refGB, refP50, ratio, ratio50 := "-", "-", "-", "-", "-"
 		if r.Ref != "" {
 			ref, refGB, ratio = r.Ref, fmt.Sprintf("%.2f", r.RefGBps), fmt.Sprintf("%.2fx", r.Ratio)
 			if r.RefP50US > 0 {
-				refP50 = fmt.Sprintf("%.1f", r.RefP50US)
+				refP50, ratio50 = fmt.Sprintf("%.1f", r.RefP50US), fmt.Sprintf("%.2fx", r.RatioP50)
 			}
 		}
 		direct := "-"
 		if r.Tier == TierNVMe {
 			direct = map[bool]string{true: "yes", false: "no (synced)"}[r.DirectIO]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.Tier, r.Op, r.Order, r.Parallel, sizeName(r.BlockBytes), capName(r.Capacity),
-			r.GBps, r.P50US, r.P99US, ref, refGB, refP50, ratio, direct)
+			r.GBps, r.P50US, r.P99US, ref, refGB, refP50, ratio, ratio50, direct)
 	}
 	return tw.Flush()
 }

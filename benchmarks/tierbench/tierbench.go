@@ -39,7 +39,7 @@ type Config struct {
 	Tiers    []string // default dram, nvme, gpu
 	Sizes    []int    // block sizes, default DefaultSizes
 	Ops      []string // default write, read
-	Orders   []string // default seq, random
+	Orders   []string // read orders, default seq, random (writes: seq only)
 	Parallel int      // the parallel level measured besides 1 (default 4; 1: only 1)
 	// Duration is each cell's wall time (tier and reference together,
 	// default 1s); Iterations, when positive, is each cell's operations
@@ -138,7 +138,10 @@ type Row struct {
 	RefP50US   float64 `json:"ref_p50_us"`
 	RefP99US   float64 `json:"ref_p99_us"`
 	Ratio      float64 `json:"ratio_to_ref"`
-	Capacity   int64   `json:"capacity_bytes"`
+	// RatioP50 is the reference's median operation time over the tier's:
+	// robust to the bursts of a shared machine or a virtual disk.
+	RatioP50 float64 `json:"ratio_p50"`
+	Capacity int64   `json:"capacity_bytes"`
 	// DirectIO is true when the tier's disk bytes bypassed the page cache
 	// (O_DIRECT); false for memory rows and for the NVMe tier's writes,
 	// which go through Badger's page-cache writes and end each batch with
@@ -166,7 +169,11 @@ func (c *Config) cells() []cell {
 		if !slices.Contains(c.Ops, op) {
 			continue
 		}
-		for _, order := range c.Orders {
+		orders := c.Orders
+		if op == OpWrite {
+			orders = []string{Seq} // where a put lands is the tier's choice: one order
+		}
+		for _, order := range orders {
 			for _, p := range levels {
 				out = append(out, cell{op, order, p})
 			}
@@ -248,6 +255,9 @@ func (r *Runner) measure(ctx context.Context, row Row, p Pair) error {
 	row.RefP50US, row.RefP99US = ref.Latency.QuantileUS(0.5), ref.Latency.QuantileUS(0.99)
 	if row.RefGBps > 0 {
 		row.Ratio = row.GBps / row.RefGBps
+	}
+	if row.P50US > 0 {
+		row.RatioP50 = row.RefP50US / row.P50US
 	}
 	row.Ops = tier.Ops
 	row.Host = r.cfg.Host
