@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -41,7 +42,7 @@ func ParseMix(s string) (Mix, error) {
 	for _, part := range strings.Split(s, ",") {
 		name, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 		f, err := strconv.ParseFloat(v, 64)
-		if !ok || err != nil || f < 0 {
+		if !ok || err != nil || !(f >= 0) || math.IsInf(f, 0) { // !(f >= 0) also rejects NaN
 			return m, fmt.Errorf("%w: mix %q: want op=share,... with shares >= 0", ErrInvalid, s)
 		}
 		switch name {
@@ -56,8 +57,8 @@ func ParseMix(s string) (Mix, error) {
 		}
 	}
 	sum := m.Get + m.Put + m.Lookup
-	if sum <= 0 {
-		return m, fmt.Errorf("%w: mix %q: the shares sum to 0", ErrInvalid, s)
+	if !(sum > 0) || math.IsInf(sum, 0) {
+		return m, fmt.Errorf("%w: mix %q: the shares sum to 0 or overflow", ErrInvalid, s)
 	}
 	return Mix{m.Get / sum, m.Put / sum, m.Lookup / sum}, nil
 }
