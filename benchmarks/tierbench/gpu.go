@@ -20,24 +20,24 @@ import (
 // and the driver copy of the same run. Without a GPU it logs why and
 // returns no rows.
 func (r *Runner) gpu(ctx context.Context, log io.Writer) error {
-	dev, err := gpu.Open()
-	if err != nil {
-		if errors.Is(err, gpu.ErrUnavailable) {
-			fmt.Fprintf(log, "tierbench: no GPU rows: %v\n", err)
-			r.done += len(r.cfg.Sizes)
-			r.bar(float64(r.done)/float64(r.all), "no GPU")
-			return nil
+	dev := r.cfg.GPU
+	if dev == nil {
+		d, err := r.openGPU(log)
+		if err != nil || d == nil {
+			return err
 		}
-		return fmt.Errorf("tierbench: gpu: %w", err)
+		defer d.Close()
+		dev = d
 	}
-	defer dev.Close()
 	link := gpulink.LinkFor(dev)
 	sizes := make([]int64, len(r.cfg.Sizes))
 	for i, n := range r.cfg.Sizes {
 		sizes[i] = int64(n)
 	}
 	r.bar(float64(r.done)/float64(r.all), "gpu links")
-	rep, err := gpulink.Measure(ctx, dev, link, gpulink.Config{Sizes: sizes})
+	lcfg := r.cfg.GPULink
+	lcfg.Sizes = sizes
+	rep, err := gpulink.Measure(ctx, dev, link, lcfg)
 	if err != nil {
 		return fmt.Errorf("tierbench: gpu links: %w", err)
 	}
@@ -80,6 +80,22 @@ func (r *Runner) gpu(ctx context.Context, log io.Writer) error {
 		r.rows = append(r.rows, row)
 	}
 	return nil
+}
+
+// openGPU opens the first GPU; without one it logs why, counts the GPU
+// cells done and returns nil, nil.
+func (r *Runner) openGPU(log io.Writer) (gpu.Device, error) {
+	dev, err := gpu.Open()
+	if err == nil {
+		return dev, nil
+	}
+	if errors.Is(err, gpu.ErrUnavailable) {
+		fmt.Fprintf(log, "tierbench: no GPU rows: %v\n", err)
+		r.done += len(r.cfg.Sizes)
+		r.bar(float64(r.done)/float64(r.all), "no GPU")
+		return nil, nil
+	}
+	return nil, fmt.Errorf("tierbench: gpu: %w", err)
 }
 
 func us(d time.Duration) float64 { return float64(d) / 1e3 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kvtier/kvtier/benchmarks/gpulink"
 	"github.com/kvtier/kvtier/benchmarks/host"
+	"github.com/kvtier/kvtier/cgo/gpu"
 	"github.com/kvtier/kvtier/tiers"
 )
 
@@ -56,6 +57,10 @@ type Config struct {
 	NVMeSetBytes int64
 	// Host is copied into every row.
 	Host *host.Info
+	// GPU is the device of the gpu rows (nil: gpu.Open finds one) and
+	// GPULink the link measurement's settings (its Sizes are Sizes).
+	GPU     gpu.Device
+	GPULink gpulink.Config
 }
 
 // EnsureDefaults fills the zero fields.
