@@ -36,8 +36,11 @@ func WriteTable(w io.Writer, rows []Row, h *host.Info) error {
 	fmt.Fprintln(tw, "target\tscenario\tconc\toffered/s\tblock\tops/s\tGB/s\tp50 µs\tp90 µs\tp99 µs\tp99.9 µs\terrors\tmisses\t")
 	for _, r := range rows {
 		offered := "-"
-		if r.QPS > 0 {
+		switch {
+		case r.QPS > 0:
 			offered = fmt.Sprintf("%.0f", r.QPS)
+		case r.Scenario == ServerMax:
+			offered = "none met the SLA"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%.0f\t%.3f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%d\t\n", r.Target, r.Scenario, r.Concurrency,
 			offered, r.BlockBytes, r.OpsPerS, r.GBps, r.P50US, r.P90US, r.P99US, r.P999US, r.Errors, r.Misses)
@@ -71,7 +74,7 @@ type Ratio struct {
 func Ratios(rows []Row) []Ratio {
 	var out []Ratio
 	for _, r := range rows {
-		if r.Target == Redis {
+		if r.Target == Redis || r.OpsPerS <= 0 {
 			continue
 		}
 		for _, ref := range rows {

@@ -178,6 +178,8 @@ const maxProbes = 8
 // the scheduled time) stays within cfg.SLAP99 with no errors and the rate
 // achieved: an offline run at cfg.Concurrency gives the ceiling, then a
 // bisection between 0 and it, stopping at maxProbes probes or 3% apart.
+// When no probe meets the SLA the row has no rate and no operations (the
+// log has every probe).
 func findMax(ctx context.Context, cfg Config, w *Workload, t Target, progress func(float64, string), log io.Writer) (Row, error) {
 	top, err := measure(ctx, cfg, w, t, cfg.Concurrency, 0, func(f float64) { progress(f/(1+maxProbes), t.Name+" ceiling") })
 	if err != nil {
