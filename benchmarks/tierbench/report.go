@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/kvtier/kvtier/benchmarks/host"
@@ -39,7 +40,7 @@ func WriteTable(w io.Writer, rows []Row, h *host.Info) error {
 			}
 		}
 		direct := "-"
-		if r.Tier == TierNVMe {
+		if strings.HasPrefix(r.Ref, "raw-odirect") {
 			direct = map[bool]string{true: "yes", false: "no (synced)"}[r.DirectIO]
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
@@ -55,7 +56,9 @@ func capName(n int64) string {
 		return "?"
 	case n >= 1<<30:
 		return fmt.Sprintf("%.0fGiB", float64(n)/(1<<30))
-	default:
+	case n >= 1<<20:
 		return fmt.Sprintf("%.0fMiB", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%.0fKiB", float64(n)/(1<<10))
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/kvtier/kvtier/benchmarks/gpulink"
 	"github.com/kvtier/kvtier/benchmarks/host"
 	"github.com/kvtier/kvtier/cgo/gpu"
+	"github.com/kvtier/kvtier/codec"
 	"github.com/kvtier/kvtier/tiers"
 )
 
@@ -22,6 +23,9 @@ const (
 	TierDRAM = "dram"
 	TierNVMe = "nvme"
 	TierGPU  = "gpu" // selects the pcie-h2d, pcie-d2h, hbm-d2d and hbm rows
+	// TierPromote selects the promote-MODE rows: NVMe→DRAM through the
+	// codec, one per Config.Codecs mode.
+	TierPromote = "promote"
 )
 
 // Operations and orders.
@@ -55,6 +59,9 @@ type Config struct {
 	DRAMBytes int64
 	// NVMeSetBytes is the data set NVMe reads cycle through (default 1 GiB).
 	NVMeSetBytes int64
+	// Codecs are the NVMe frame modes of the promote rows (default
+	// lossless, serve's default).
+	Codecs []string
 	// Host is copied into every row.
 	Host *host.Info
 	// GPU is the device of the gpu rows (nil: gpu.Open finds one) and
@@ -66,7 +73,10 @@ type Config struct {
 // EnsureDefaults fills the zero fields.
 func (c *Config) EnsureDefaults() {
 	if len(c.Tiers) == 0 {
-		c.Tiers = []string{TierDRAM, TierNVMe, TierGPU}
+		c.Tiers = []string{TierDRAM, TierNVMe, TierPromote, TierGPU}
+	}
+	if len(c.Codecs) == 0 {
+		c.Codecs = []string{"lossless"}
 	}
 	if len(c.Sizes) == 0 {
 		c.Sizes = DefaultSizes
@@ -94,10 +104,10 @@ func (c *Config) EnsureDefaults() {
 // Validate reports a configuration that cannot run.
 func (c *Config) Validate() error {
 	for _, t := range c.Tiers {
-		if t != TierDRAM && t != TierNVMe && t != TierGPU {
-			return fmt.Errorf("%w: unknown tier %q (want dram, nvme, gpu)", ErrInvalid, t)
+		if t != TierDRAM && t != TierNVMe && t != TierPromote && t != TierGPU {
+			return fmt.Errorf("%w: unknown tier %q (want dram, nvme, promote, gpu)", ErrInvalid, t)
 		}
-		if t == TierNVMe && c.Dir == "" {
+		if (t == TierNVMe || t == TierPromote) && c.Dir == "" {
 			return fmt.Errorf("%w: the nvme tier needs a directory", ErrInvalid)
 		}
 	}
@@ -110,6 +120,11 @@ func (c *Config) Validate() error {
 		}
 		if int64(n)*16 > c.DRAMBytes {
 			return fmt.Errorf("%w: block size %d: the DRAM arena (%d bytes) must hold 16 blocks", ErrInvalid, n, c.DRAMBytes)
+		}
+	}
+	for _, m := range c.Codecs {
+		if _, err := codec.ParseMode(m); err != nil {
+			return fmt.Errorf("%w: codec %q: %w", ErrInvalid, m, err)
 		}
 	}
 	for _, o := range c.Ops {
@@ -165,10 +180,6 @@ type cell struct {
 
 func (c *Config) cells() []cell {
 	var out []cell
-	levels := []int{1}
-	if c.Parallel > 1 {
-		levels = append(levels, c.Parallel)
-	}
 	// Reads first: the writes evict the blocks the reads visit.
 	for _, op := range []string{OpRead, OpWrite} {
 		if !slices.Contains(c.Ops, op) {
@@ -179,12 +190,20 @@ func (c *Config) cells() []cell {
 			orders = []string{Seq} // where a put lands is the tier's choice: one order
 		}
 		for _, order := range orders {
-			for _, p := range levels {
+			for _, p := range levels(c.Parallel) {
 				out = append(out, cell{op, order, p})
 			}
 		}
 	}
 	return out
+}
+
+// levels are the parallel levels measured: 1 and par.
+func levels(par int) []int {
+	if par > 1 {
+		return []int{1, par}
+	}
+	return []int{1}
 }
 
 // Runner measures the tiers of a Config; Run calls one per tier and size.
@@ -213,10 +232,15 @@ func Run(ctx context.Context, cfg Config, progress func(frac float64, label stri
 	}
 	r := &Runner{cfg: cfg, bar: progress}
 	for _, t := range cfg.Tiers {
-		if t != TierGPU {
-			r.all += len(cfg.Sizes) * len(cfg.cells())
-		} else {
+		switch t {
+		case TierGPU:
 			r.all += len(cfg.Sizes)
+		case TierPromote:
+			if slices.Contains(cfg.Ops, OpRead) {
+				r.all += len(cfg.Sizes) * len(cfg.Codecs) * len(cfg.Orders) * len(levels(cfg.Parallel))
+			}
+		default:
+			r.all += len(cfg.Sizes) * len(cfg.cells())
 		}
 	}
 	for _, t := range cfg.Tiers {
@@ -231,6 +255,17 @@ func Run(ctx context.Context, cfg Config, progress func(frac float64, label stri
 		case TierNVMe:
 			for _, n := range cfg.Sizes {
 				if err = r.nvme(ctx, n); err != nil {
+					break
+				}
+			}
+		case TierPromote:
+			for _, m := range cfg.Codecs {
+				for _, n := range cfg.Sizes {
+					if err = r.promote(ctx, n, m); err != nil {
+						break
+					}
+				}
+				if err != nil {
 					break
 				}
 			}

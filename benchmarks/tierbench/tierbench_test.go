@@ -104,6 +104,8 @@ func TestValidate(t *testing.T) {
 		{"unknown tier", Config{Tiers: []string{"tape"}}, false},
 		{"odd size", Config{Tiers: []string{TierDRAM}, Sizes: []int{5000}}, false},
 		{"size beyond arena", Config{Tiers: []string{TierDRAM}, Sizes: []int{64 << 20}, DRAMBytes: 256 << 20}, false},
+		{"unknown codec", Config{Tiers: []string{TierDRAM}, Codecs: []string{"int9"}}, false},
+		{"promote without dir", Config{Tiers: []string{TierPromote}}, false},
 		{"unknown op", Config{Tiers: []string{TierDRAM}, Ops: []string{"erase"}}, false},
 		{"unknown order", Config{Tiers: []string{TierDRAM}, Orders: []string{"zigzag"}}, false},
 		{"parallel too high", Config{Tiers: []string{TierDRAM}, Parallel: 1000}, false},
@@ -124,7 +126,8 @@ func TestRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes and reads a disk data set")
 	}
-	cfg := Config{Tiers: []string{TierDRAM, TierNVMe, TierGPU}, Sizes: []int{64 << 10}, Parallel: 2, Iterations: 32,
+	cfg := Config{Tiers: []string{TierDRAM, TierNVMe, TierPromote, TierGPU}, Codecs: []string{"lossless", "int8"},
+		Sizes: []int{64 << 10}, Parallel: 2, Iterations: 32,
 		Dir: t.TempDir(), DRAMBytes: 8 << 20, NVMeSetBytes: 4 << 20}
 	var last float64
 	rows, err := Run(context.Background(), cfg, func(f float64, _ string) {
@@ -140,11 +143,12 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Per tier: reads seq/random × p1/p2, writes seq × p1/p2.
-	want := map[string]int{TierDRAM: 6, TierNVMe: 6}
+	// Promotion: reads only, per codec.
+	want := map[string]int{TierDRAM: 6, TierNVMe: 6, "promote-lossless": 4, "promote-int8": 4}
 	got := map[string]int{}
 	for _, r := range rows {
 		got[r.Tier]++
-		if r.Tier != TierDRAM && r.Tier != TierNVMe {
+		if _, ok := want[r.Tier]; !ok {
 			continue // GPU rows, where a GPU is found
 		}
 		if r.GBps <= 0 || r.RefGBps <= 0 || r.Ratio <= 0 || r.P50US <= 0 || r.P99US < r.P50US || r.Ref == "" || r.Capacity <= 0 {

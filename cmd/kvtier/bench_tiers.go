@@ -53,7 +53,9 @@ func runBenchTiers(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := flag.NewFlagSet("kvtier bench tiers", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var tiersL, sizesL, opsL, ordersL listFlag
-	fs.Var(&tiersL, "tiers", "`TIERS` to measure: dram, nvme, gpu (default all; gpu is skipped without one)")
+	fs.Var(&tiersL, "tiers", "`TIERS` to measure: dram, nvme, promote (NVMe→DRAM through the codec), gpu (default all; gpu is skipped without one)")
+	var codecsL listFlag
+	fs.Var(&codecsL, "codec", "NVMe frame `MODES` of the promote rows: raw, lossless, int8, int4, int3, int2 (default lossless)")
 	fs.Var(&sizesL, "sizes", "block `SIZES` (default 64KiB,256KiB,1MiB,4MiB)")
 	fs.Var(&opsL, "ops", "`OPS`: write, read (default both)")
 	fs.Var(&ordersL, "orders", "read `ORDERS`: seq, random (default both; writes run in one order)")
@@ -73,7 +75,7 @@ func runBenchTiers(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if code, ok := parseBenchFlags(fs, args, stderr); !ok {
 		return code
 	}
-	cfg := tierbench.Config{Tiers: tiersL, Ops: opsL, Orders: ordersL, Parallel: *par,
+	cfg := tierbench.Config{Tiers: tiersL, Codecs: codecsL, Ops: opsL, Orders: ordersL, Parallel: *par,
 		Duration: *dur, Iterations: *iters, Dir: *dir}
 	var err error
 	if cfg.Sizes, err = parseSizes(sizesL); err != nil {
