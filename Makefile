@@ -39,13 +39,13 @@ run: build
 	$(BIN) serve
 
 # A short run of the built-in benchmarks (under two minutes on 2 cores):
-# codec, tiers (DRAM and NVMe at 64 KiB and 1 MiB, in BENCH_DIR) and load
+# codec, tiers (DRAM, NVMe, promotion at 64 KiB and 1 MiB, in BENCH_DIR), load
 # (a 64 KiB get sweep, against Redis when redis-server is installed).
 # bench-go runs every go test benchmark instead (long).
 BENCH_DIR ?= $(or $(TMPDIR),/tmp)
 bench: build
 	$(BIN) bench codec --modes int8,int4,lossless --time 50ms --disk-mib 64
-	$(BIN) bench tiers --sizes 64KiB,1MiB --duration 250ms --dram-bytes 64MiB --nvme-set-bytes 256MiB --dir $(BENCH_DIR)
+	$(BIN) bench tiers --sizes 64KiB,1MiB --duration 150ms --dram-bytes 64MiB --nvme-set-bytes 256MiB --dir $(BENCH_DIR)
 	$(BIN) bench load --scenario sweep --levels 1,4,16 --duration 1s --vs-redis
 
 bench-go:
