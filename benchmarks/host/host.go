@@ -16,7 +16,7 @@ type Info struct {
 	OS       string `json:"os"`
 	Disk     *Disk  `json:"disk,omitempty"`
 	GPU      *GPU   `json:"gpu,omitempty"`
-	// Shared is set by the caller when other work ran on the machine.
+	// Note is the caller's remark on the host (e.g. "shared machine").
 	Note string `json:"note,omitempty"`
 }
 
