@@ -6,7 +6,7 @@ PKGS    ?= ./...
 # CI runs on 2 cores: keep the race-enabled suite under 10 minutes there.
 TESTFLAGS ?= -race -timeout 15m
 
-.PHONY: all build build-nocgo test vet run bench proto proto-check fmt lint gpu-check clean py-deps py-proto py-proto-check py-test
+.PHONY: all build build-nocgo test vet run bench bench-go proto proto-check fmt lint gpu-check clean py-deps py-proto py-proto-check py-test
 
 # go-nvml's headers use deprecated declarations; keep the build output readable.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -49,7 +49,17 @@ py-test: build py-proto-check
 run: build
 	$(BIN) serve
 
-bench:
+# A short run of the built-in benchmarks (under two minutes on 2 cores):
+# codec, tiers (DRAM, NVMe, promotion at 64 KiB and 1 MiB, in BENCH_DIR), load
+# (a 64 KiB get sweep, against Redis when redis-server is installed).
+# bench-go runs every go test benchmark instead (long).
+BENCH_DIR ?= $(or $(TMPDIR),/tmp)
+bench: build
+	$(BIN) bench codec --modes int8,int4,lossless --time 50ms --disk-mib 64
+	$(BIN) bench tiers --sizes 64KiB,1MiB --duration 150ms --dram-bytes 64MiB --nvme-set-bytes 256MiB --dir $(BENCH_DIR)
+	$(BIN) bench load --scenario sweep --levels 1,4,16 --duration 1s --vs-redis
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 fmt:

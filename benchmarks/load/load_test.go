@@ -3,7 +3,6 @@ package load
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,12 +29,14 @@ const (
 	blockTokens   = 16
 )
 
-// env is the daemon (and Redis) shared by every benchmark of the run.
+// env is the daemon (and Redis) shared by every benchmark of the run,
+// started as the bench load command starts them (StartDaemon, StartRedis).
 type env struct {
 	dir     string
-	daemon  *exec.Cmd
+	bin     string
+	daemon  *Proc
 	socket  string
-	redis   *exec.Cmd
+	redis   *Proc
 	redisSk string
 	redisOK error // why Redis is unavailable, nil when it runs
 	loaded  map[string]bool
@@ -58,11 +58,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func setup(b *testing.B) *env {
-	b.Helper()
+func setup(tb testing.TB) *env {
+	tb.Helper()
 	setupOnce.Do(func() { theEnv, setupErr = newEnv() })
 	if setupErr != nil {
-		b.Fatal(setupErr)
+		tb.Fatal(setupErr)
 	}
 	return theEnv
 }
@@ -72,69 +72,27 @@ func newEnv() (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{dir: dir, socket: filepath.Join(dir, "kvtier.sock"), redisSk: filepath.Join(dir, "redis.sock"), loaded: map[string]bool{}}
-	bin := filepath.Join(dir, "kvtier")
-	build := exec.Command("go", "build", "-o", bin, "github.com/kvtier/kvtier/cmd/kvtier")
+	e := &env{dir: dir, bin: filepath.Join(dir, "kvtier"), loaded: map[string]bool{}}
+	build := exec.Command("go", "build", "-o", e.bin, "github.com/kvtier/kvtier/cmd/kvtier")
 	if out, err := build.CombinedOutput(); err != nil {
 		e.close()
 		return nil, fmt.Errorf("building kvtier: %v\n%s", err, out)
 	}
-	e.daemon = exec.Command(bin, "serve", "--socket", e.socket, "--dram-bytes", "512MiB", "--nvme-dir", "",
-		"--metrics-addr", "", "--hbm", "off", "--log-level", "warn")
-	e.daemon.Stderr = os.Stderr
-	if err := e.daemon.Start(); err != nil {
+	ctx := context.Background()
+	if e.daemon, err = StartDaemon(ctx, e.bin, "--dram-bytes", "512MiB", "--nvme-dir", "", "--hbm", "off"); err != nil {
 		e.close()
 		return nil, err
 	}
-	if err := waitFor(e.socket); err != nil {
-		e.close()
-		return nil, fmt.Errorf("kvtier serve: %w", err)
+	e.socket = e.daemon.Socket
+	if e.redis, e.redisOK = StartRedis(ctx); e.redisOK == nil {
+		e.redisSk = e.redis.Socket
 	}
-	e.redisOK = e.startRedis()
 	return e, nil
 }
 
-func (e *env) startRedis() error {
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		return errors.New("redis-server not found; install it (Debian: apt-get install -y redis-server) to measure the Redis reference")
-	}
-	e.redis = exec.Command(path, "--port", "0", "--unixsocket", e.redisSk, "--unixsocketperm", "700",
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning")
-	if err := e.redis.Start(); err != nil {
-		e.redis = nil
-		return fmt.Errorf("starting redis-server: %w", err)
-	}
-	if err := waitFor(e.redisSk); err != nil {
-		return fmt.Errorf("redis-server: %w", err)
-	}
-	return nil
-}
-
-func waitFor(sock string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(sock); err == nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("no socket at %s after 30s", sock)
-}
-
 func (e *env) close() {
-	for _, c := range []*exec.Cmd{e.daemon, e.redis} {
-		if c != nil && c.Process != nil {
-			_ = c.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = c.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				_ = c.Process.Kill()
-			}
-		}
-	}
+	e.daemon.Close()
+	e.redis.Close()
 	os.RemoveAll(e.dir)
 }
 
@@ -404,7 +362,7 @@ func runLookups(b *testing.B, e *env, lookupClients, rate int, req *pb.LookupReq
 	sched := make([][]time.Duration, lookupClients) // from the due time (open loop only)
 	var wg sync.WaitGroup
 	errs := make(chan error, lookupClients)
-	daemonCPU, clientCPU := processCPU(e.daemon.Process.Pid), processCPU(0)
+	daemonCPU, clientCPU := processCPU(e.daemon.Pid()), processCPU(0)
 	b.ResetTimer()
 	for c := range lookupClients {
 		share := b.N / lookupClients
@@ -452,7 +410,7 @@ func runLookups(b *testing.B, e *env, lookupClients, rate int, req *pb.LookupReq
 	// CPU per call, daemon and clients apart: with more clients than
 	// cores, their sum rather than one call's latency sets the calls a second.
 	if daemonCPU > 0 && clientCPU > 0 && b.N > 0 {
-		b.ReportMetric(float64((processCPU(e.daemon.Process.Pid)-daemonCPU).Nanoseconds())/1e3/float64(b.N), "daemon-cpu-µs/op")
+		b.ReportMetric(float64((processCPU(e.daemon.Pid())-daemonCPU).Nanoseconds())/1e3/float64(b.N), "daemon-cpu-µs/op")
 		b.ReportMetric(float64((processCPU(0)-clientCPU).Nanoseconds())/1e3/float64(b.N), "client-cpu-µs/op")
 	}
 	close(errs)

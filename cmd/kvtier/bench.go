@@ -15,7 +15,7 @@ import (
 	"github.com/kvtier/kvtier/codec"
 )
 
-func init() { register("bench", "run a built-in benchmark (codec, prefetch)", runBench) }
+func init() { register("bench", "run a built-in benchmark (codec, tiers, load, prefetch)", runBench) }
 
 // benchTargets are the `kvtier bench <name>` benchmarks. Each benchmark
 // file adds itself with registerBench from its init.
