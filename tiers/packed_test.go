@@ -7,7 +7,8 @@ import (
 	"testing"
 
 	"github.com/kvtier/kvtier/codec"
-	"github.com/kvtier/kvtier/codec/kvfile"
+	"github.com/kvtier/kvtier/internal/kveval"
+	"github.com/kvtier/kvtier/internal/kvfile"
 	"github.com/kvtier/kvtier/tiers"
 	"github.com/kvtier/kvtier/tiers/dram"
 	"github.com/kvtier/kvtier/tiers/nvme"
@@ -133,7 +134,7 @@ func TestCompressedDRAM(t *testing.T) {
 					if !bytes.Equal(b.Data, want) {
 						t.Fatalf("block %d: bytes differ", i)
 					}
-				} else if e := codec.RelError(halfs(want), halfs(b.Data)); e > c.maxErr {
+				} else if e := kveval.RelError(halfs(want), halfs(b.Data)); e > c.maxErr {
 					t.Fatalf("block %d: relative error %.4f > %.4f", i, e, c.maxErr)
 				}
 				return b
@@ -220,7 +221,7 @@ func TestCompressedDRAMReservation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := codec.RelError(halfs(blocks[0]), halfs(b.Data)); e > 0.01 {
+	if e := kveval.RelError(halfs(blocks[0]), halfs(b.Data)); e > 0.01 {
 		t.Fatalf("relative error %.4f", e)
 	}
 	s.Release(k)
