@@ -715,7 +715,7 @@ func (s *Store) readFrame(ctx context.Context, ft FrameTier, k Key, l Layout) (p
 // damaged copy is dropped from the index (counted as corrupt when the tier
 // did not count it: mismatch) and reported as ErrNotFound.
 func (s *Store) nvmeReadFailed(k Key, err error, mismatch bool) error {
-	if !errors.Is(err, ErrNotFound) && !IsCorruption(err) {
+	if !errors.Is(err, ErrNotFound) && !IsCorrupt(err) {
 		return err
 	}
 	sh, fp := s.locate(k)
@@ -724,7 +724,7 @@ func (s *Store) nvmeReadFailed(k Key, err error, mismatch bool) error {
 		if mismatch {
 			sh.ctr.corrupt++ // the tier counts the checksum failures it finds
 		}
-		if IsCorruption(err) {
+		if IsCorrupt(err) {
 			s.log.Warn("tiers: corrupt NVMe copy removed", "key", k.String(), "err", err)
 		}
 		sh.ctr.misses++

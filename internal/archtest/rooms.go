@@ -48,7 +48,7 @@ var Rooms = []Room{
 	{Pkg: "daemon", May: []string{"prefetch", "tiers", "tiers/prefixhash", "codec", "proto/...", "internal/wire", "internal/ntcopy"},
 		TestMay: append([]string{"client", "tiers/dram", "tiers/nvme"}, evalHelpers...)},
 	{Pkg: "client", May: []string{"proto/...", "internal/wire", "internal/ntcopy"}},
-	{Pkg: "internal/wire"},
+	{Pkg: "internal/wire", TestMay: []string{"proto/..."}},
 	{Pkg: "internal/ntcopy", NoRPC: true},
 	{Pkg: "internal/kvfile", NoRPC: true},
 	{Pkg: "internal/kveval", May: []string{"codec"}, TestMay: []string{"internal/kvfile"}, NoRPC: true},
