@@ -5,10 +5,11 @@
 // keeps each block's slot in its own index, so the arena holds nothing per
 // block on the Go heap.
 //
-// For standalone use the arena also has a keyed API with its own sharded
-// key index: Put, Get, View, Delete, and Reserve → Commit. Keyed blocks and
-// sealed slots are distinct states of a slot, so neither API can free the
-// other's blocks; Stats counts both.
+// The arena also has a keyed API with its own sharded key index: Put, Get,
+// View, Delete, and Reserve → Commit. Nothing outside this package's tests
+// uses it (they exercise the allocator through it); it is slated to move
+// into the tests. Keyed blocks and sealed slots are distinct states of a
+// slot, so neither API can free the other's blocks; Stats counts both.
 //
 // # What it owns
 //
@@ -17,7 +18,8 @@
 // heap on other platforms). It lives outside the Go heap, so the daemon can
 //   - pass File to local clients over a Unix socket, which map it once and
 //     then exchange slot offsets instead of bytes (the shared-memory data
-//     plane: Reserve → client writes → Commit; View → client reads);
+//     plane: the Store allocates a slot, the client writes it, the Store
+//     seals it; a pinned block's slot is read in place);
 //   - register Base with the GPU as pinned host memory.
 //
 // Huge pages are requested with MADV_HUGEPAGE (best effort) and WithPrefault
