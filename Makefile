@@ -1,5 +1,6 @@
-# kvtier — build, test, run. Everything here installs what it needs from the
-# Go module proxy; no system protoc is required.
+# kvtier — build, test, run. Go dependencies come from the Go module proxy;
+# the proto targets use Debian's protoc (protobuf-compiler, installed with
+# apt-get when missing) and build the two Go plugins at pinned versions.
 GO      ?= go
 BIN     ?= bin/kvtier
 PKGS    ?= ./...
@@ -26,8 +27,8 @@ vet:
 test: vet build-nocgo proto-check py-test
 	$(GO) test $(TESTFLAGS) $(PKGS)
 
-# Regenerate proto/kvtier/v1's Go code: buf and the protoc plugins are pinned
-# in proto/gen.sh and built once from the Go module proxy into bin/proto-tools.
+# Regenerate proto/kvtier/v1's Go code: protoc-gen-go and protoc-gen-go-grpc
+# are pinned in proto/gen.sh and built once into bin/proto-tools.
 proto:
 	GO=$(GO) proto/gen.sh generate
 

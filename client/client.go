@@ -212,7 +212,7 @@ type GetOptions struct {
 func (c *Client) Get(ctx context.Context, key *pb.Key, dst []byte, opts GetOptions) (Block, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := c.api.Get(ctx, &pb.GetRequest{Key: key, Promote: opts.Promote}, grpc.ForceCodecV2(getCodec{protoCodec}))
+	st, err := c.api.Get(ctx, &pb.GetRequest{Key: key, Promote: opts.Promote}, grpc.ForceCodecV2(getWire{protoWire}))
 	if err != nil {
 		return Block{}, err
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/kvtier/kvtier/codec"
-	"github.com/kvtier/kvtier/codec/kvfile"
+	"github.com/kvtier/kvtier/internal/kvfile"
 )
 
 // fixtureBlock returns the KVSeparate fp16 block (k_post_rope then v) of a

@@ -10,7 +10,8 @@ import (
 	"testing"
 
 	"github.com/kvtier/kvtier/codec"
-	"github.com/kvtier/kvtier/codec/kvfile"
+	"github.com/kvtier/kvtier/internal/kveval"
+	"github.com/kvtier/kvtier/internal/kvfile"
 )
 
 var fixtures = []string{"kv-p00", "kv-p02", "kv-p05"}
@@ -148,9 +149,9 @@ func TestQuantizedRoundTrip(t *testing.T) {
 				if h.Mode != opts.Mode {
 					t.Fatalf("frame mode %v, want %v", h.Mode, opts.Mode)
 				}
-				k, v, _ := codec.SplitKV(l, raw)
-				k2, v2, _ := codec.SplitKV(l, dec)
-				if e := codec.RelError(append(k, v...), append(k2, v2...)); e > bound[opts.Mode] {
+				k, v, _ := kveval.SplitKV(l, raw)
+				k2, v2, _ := kveval.SplitKV(l, dec)
+				if e := kveval.RelError(append(k, v...), append(k2, v2...)); e > bound[opts.Mode] {
 					t.Fatalf("relative error %.4f > %.4f", e, bound[opts.Mode])
 				}
 			})
@@ -180,12 +181,12 @@ func TestNonFiniteInput(t *testing.T) {
 
 // fixtureAttention returns the attention error of decoded against the
 // fixture, with the fixture's own queries (causal).
-func fixtureAttention(t testing.TB, l codec.Layout, raw, dec []byte, f *kvfile.File) (codec.AttnStats, float64, float64) {
-	k, v, err := codec.SplitKV(l, raw)
+func fixtureAttention(t testing.TB, l codec.Layout, raw, dec []byte, f *kvfile.File) (kveval.AttnStats, float64, float64) {
+	k, v, err := kveval.SplitKV(l, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k2, v2, err := codec.SplitKV(l, dec)
+	k2, v2, err := kveval.SplitKV(l, dec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,17 +200,17 @@ func fixtureAttention(t testing.TB, l codec.Layout, raw, dec []byte, f *kvfile.F
 	for r := range vis {
 		vis[r] = qt.QueryPositions[r] + 1
 	}
-	var st codec.AttnStats
+	var st kveval.AttnStats
 	per := H * T * D
 	for ly := 0; ly < l.NumLayers(); ly++ {
-		qs := codec.Queries{Q: q[ly*QH*R*D : (ly+1)*QH*R*D], Heads: QH, Rows: R, Visible: vis}
-		a, err := codec.Attention(qs, k[ly*per:(ly+1)*per], v[ly*per:(ly+1)*per], k2[ly*per:(ly+1)*per], v2[ly*per:(ly+1)*per], H, T, D)
+		qs := kveval.Queries{Q: q[ly*QH*R*D : (ly+1)*QH*R*D], Heads: QH, Rows: R, Visible: vis}
+		a, err := kveval.Attention(qs, k[ly*per:(ly+1)*per], v[ly*per:(ly+1)*per], k2[ly*per:(ly+1)*per], v2[ly*per:(ly+1)*per], H, T, D)
 		if err != nil {
 			t.Fatal(err)
 		}
 		st.Add(a)
 	}
-	return st, codec.RelError(k, k2), codec.RelError(v, v2)
+	return st, kveval.RelError(k, k2), kveval.RelError(v, v2)
 }
 
 // TestFixtureTargets asserts the quality targets on the real KV

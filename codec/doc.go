@@ -4,9 +4,9 @@
 // payload), and the codecs that fill a frame's payload: raw, lossless (the
 // top byte of every element Huffman-coded, the rest stored; or byte-plane
 // shuffle + lz4 where that is smaller) and quantized (int8, int4, int3,
-// int2). It
-// also measures what quantization costs (relative error, per-vector cosine,
-// attention-output error and KL given queries).
+// int2). What quantization costs (relative error, per-vector cosine,
+// attention-output error and KL given queries) is measured by
+// internal/kveval, outside the data path.
 //
 // Decode never returns bytes whose checksum does not match, and never
 // panics or allocates without bound on hostile input: damaged frames are

@@ -96,7 +96,7 @@ func Code(err error) codes.Code {
 		return codes.FailedPrecondition
 	case errors.Is(err, tiers.ErrClosed), errors.Is(err, ErrShuttingDown):
 		return codes.Unavailable
-	case tiers.IsCorruption(err):
+	case tiers.IsCorrupt(err):
 		return codes.DataLoss
 	case errors.Is(err, errors.ErrUnsupported):
 		return codes.Unimplemented

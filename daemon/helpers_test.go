@@ -71,7 +71,7 @@ func startEnv(t testing.TB, o envOptions) *testEnv {
 	}
 	scfg := tiers.Config{DRAM: arena, Logger: discardLogger()}
 	if o.dramCodec != codec.Raw {
-		scfg.DRAMCodec = func(string) codec.Mode { return o.dramCodec }
+		scfg.Codecs = func(string) tiers.Codecs { return tiers.Codecs{DRAM: o.dramCodec, NVMe: o.dramCodec} }
 	}
 	if o.nvme {
 		nd := o.nvmeDir

@@ -154,7 +154,7 @@ func (s *Server) MetricsAddr() string {
 func (s *Server) grpcOptions(creds credentials.TransportCredentials) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.Creds(creds),
-		grpc.ForceServerCodecV2(newServerCodec()),
+		grpc.ForceServerCodecV2(newServerWire()),
 		grpc.MaxRecvMsgSize(s.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(s.cfg.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(s.cfg.MaxConcurrentStreams),

@@ -24,19 +24,8 @@ const (
 )
 
 func validateNamespace(field, ns string) error {
-	if len(ns) == 0 || len(ns) > tiers.MaxNamespaceLen {
-		return fieldErr(field, "length %d not in 1..%d", len(ns), tiers.MaxNamespaceLen)
-	}
-	if err := tiers.ValidateNamespace(ns); err != nil {
-		for i := 0; i < len(ns); i++ {
-			c := ns[i]
-			ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-				c == '.' || c == '_' || c == ':' || c == '/' || c == '@' || c == '-'
-			if !ok {
-				return fieldErr(field, "byte %q at %d not in [A-Za-z0-9._:/@-]", c, i)
-			}
-		}
-		return fieldErr(field, "%v", err)
+	if p := tiers.NamespaceProblem(ns); p != "" {
+		return fieldErr(field, "%s", p)
 	}
 	return nil
 }

@@ -44,10 +44,14 @@
 //     is pinned, the operation fails with ErrExhausted and nothing is lost.
 //   - Every copy on NVMe carries a checksum. A copy that fails it is a miss:
 //     counted, removed, never returned.
-//   - DRAM may keep a namespace's blocks compressed (Config.DRAMCodec): the
-//     slot holds the block's codec frame, and Get decodes it into a staging
-//     slot shared by the block's readers and freed on the last Release.
-//     Frames move to and from NVMe as they are (FrameTier).
+//   - One codec policy (Config.Codecs, default DefaultCodecs: DRAM raw, NVMe
+//     lossless) says per namespace how DRAM and NVMe keep blocks. DRAM may
+//     keep them compressed: the slot holds the block's codec frame, and Get
+//     decodes it into a staging slot shared by the block's readers and
+//     freed on the last Release. The Store encodes NVMe copies and the NVMe
+//     tier stores frames (FrameTier); a frame moves between DRAM and NVMe
+//     as it is when it is in the mode the other side keeps, and is decoded
+//     and encoded again otherwise, so each tier's mode always holds.
 //
 // Lookup answers how many leading blocks of a chain are cached, and where.
 //

@@ -40,7 +40,7 @@ var (
 	ErrClosed = errors.New("tiers: closed")
 )
 
-// IsCorruption reports whether err says that stored bytes were damaged.
-func IsCorruption(err error) bool {
+// IsCorrupt reports whether err says that stored bytes were damaged.
+func IsCorrupt(err error) bool {
 	return errors.Is(err, ErrCorrupt) || errors.Is(err, codec.ErrCorrupt)
 }

@@ -39,7 +39,7 @@ type entry struct {
 	layout   Layout
 	dram     slotRef // the DRAM copy's slot, when where&inDRAM
 	where    uint8   // inHBM | inDRAM | inNVMe
-	packed   bool    // the DRAM copy is a codec frame (Config.DRAMCodec)
+	packed   bool    // the DRAM copy is a codec frame (Codecs.DRAM)
 	linked   bool    // parent's children count includes this entry
 	saving   bool    // a persist of this block to NVMe is in flight
 	pins     int32   // reader pins (Get) plus internal I/O pins

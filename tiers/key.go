@@ -84,16 +84,24 @@ func (k Key) Validate() error {
 	if k.Hash.n != 16 && k.Hash.n != 32 {
 		return fmt.Errorf("%w: hash: %d bytes, want 16 or 32", ErrInvalid, k.Hash.n)
 	}
-	if k.Layer < AllLayers || k.Layer > MaxLayer {
-		return fmt.Errorf("%w: layer: %d not in -1..%d", ErrInvalid, k.Layer, MaxLayer)
+	return ValidateLayer(int(k.Layer))
+}
+
+// ValidateNamespace checks that ns is 1–128 bytes of [A-Za-z0-9._:/@-]; the
+// error wraps ErrInvalid.
+func ValidateNamespace(ns string) error {
+	if p := NamespaceProblem(ns); p != "" {
+		return fmt.Errorf("%w: namespace: %s", ErrInvalid, p)
 	}
 	return nil
 }
 
-// ValidateNamespace checks that ns is 1–128 bytes of [A-Za-z0-9._:/@-].
-func ValidateNamespace(ns string) error {
+// NamespaceProblem says what is wrong with ns as a namespace, or "" when
+// nothing is. It is the one statement of the namespace rules: the daemon's
+// field errors and the CLI use it through ValidateNamespace or directly.
+func NamespaceProblem(ns string) string {
 	if len(ns) == 0 || len(ns) > MaxNamespaceLen {
-		return fmt.Errorf("%w: namespace: length %d not in 1..%d", ErrInvalid, len(ns), MaxNamespaceLen)
+		return fmt.Sprintf("length %d not in 1..%d", len(ns), MaxNamespaceLen)
 	}
 	for i := 0; i < len(ns); i++ {
 		c := ns[i]
@@ -101,8 +109,17 @@ func ValidateNamespace(ns string) error {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		case c == '.', c == '_', c == ':', c == '/', c == '@', c == '-':
 		default:
-			return fmt.Errorf("%w: namespace: byte %q at %d not in [A-Za-z0-9._:/@-]", ErrInvalid, c, i)
+			return fmt.Sprintf("byte %q at %d not in [A-Za-z0-9._:/@-]", c, i)
 		}
+	}
+	return ""
+}
+
+// ValidateLayer checks that layer is AllLayers (-1) or 0..MaxLayer; the
+// error wraps ErrInvalid.
+func ValidateLayer(layer int) error {
+	if layer < AllLayers || layer > MaxLayer {
+		return fmt.Errorf("%w: layer: %d not in -1..%d", ErrInvalid, layer, MaxLayer)
 	}
 	return nil
 }

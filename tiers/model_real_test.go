@@ -42,7 +42,7 @@ func TestStoreModelRealTiers(t *testing.T) {
 			}
 			cfg := tiers.Config{DRAM: d, NVMe: n, Shards: 4, Logger: quietLogger()}
 			if packed {
-				cfg.DRAMCodec = func(string) codec.Mode { return codec.Lossless }
+				cfg.Codecs = func(string) tiers.Codecs { return tiers.Codecs{DRAM: codec.Lossless, NVMe: codec.Lossless} }
 			}
 			s, err := tiers.Open(ctx, cfg)
 			if err != nil {

@@ -8,7 +8,7 @@ import (
 	"github.com/kvtier/kvtier/codec"
 )
 
-// Compressed DRAM (Config.DRAMCodec). A packed block's DRAM slot holds its
+// Compressed DRAM (Codecs.DRAM). A packed block's DRAM slot holds its
 // codec frame. A Get decodes the frame into a staging slot: a DRAM
 // reservation, never sealed (so the arena counts it as reserved room, not
 // as a block), recorded in shard.staged while the block has readers, shared
@@ -30,12 +30,22 @@ func frameBuf(n int) *[]byte {
 	return bp
 }
 
-// dramMode returns the codec mode DRAM keeps ns's blocks in.
-func (s *Store) dramMode(ns string) codec.Mode {
-	if s.cfg.DRAMCodec == nil {
-		return codec.Raw
+// codecs returns ns's codec policy.
+func (s *Store) codecs(ns string) Codecs {
+	if s.cfg.Codecs == nil {
+		return DefaultCodecs
 	}
-	return s.cfg.DRAMCodec(ns)
+	return s.cfg.Codecs(ns)
+}
+
+// dramMode returns the codec mode DRAM keeps ns's blocks in.
+func (s *Store) dramMode(ns string) codec.Mode { return s.codecs(ns).DRAM }
+
+// frameMode returns the mode frame was encoded in, or false when its header
+// cannot be read.
+func frameMode(frame []byte) (codec.Mode, bool) {
+	h, err := codec.ParseHeader(frame)
+	return h.Mode, err == nil
 }
 
 // pack encodes raw, a block of layout l, in the DRAM mode of k's namespace

@@ -7,7 +7,8 @@ import (
 	"testing"
 
 	"github.com/kvtier/kvtier/codec"
-	"github.com/kvtier/kvtier/codec/kvfile"
+	"github.com/kvtier/kvtier/internal/kveval"
+	"github.com/kvtier/kvtier/internal/kvfile"
 	"github.com/kvtier/kvtier/tiers"
 	"github.com/kvtier/kvtier/tiers/dram"
 	"github.com/kvtier/kvtier/tiers/nvme"
@@ -99,11 +100,11 @@ func TestCompressedDRAM(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg := tiers.Config{DRAM: d, NVMe: nv, Logger: quietLogger(),
-				DRAMCodec: func(ns string) codec.Mode {
+				Codecs: func(ns string) tiers.Codecs {
 					if ns == "packed" {
-						return c.mode
+						return tiers.Codecs{DRAM: c.mode, NVMe: c.mode}
 					}
-					return codec.Raw
+					return tiers.Codecs{DRAM: codec.Raw, NVMe: codec.Raw}
 				}}
 			s, err := tiers.Open(ctx, cfg)
 			if err != nil {
@@ -133,7 +134,7 @@ func TestCompressedDRAM(t *testing.T) {
 					if !bytes.Equal(b.Data, want) {
 						t.Fatalf("block %d: bytes differ", i)
 					}
-				} else if e := codec.RelError(halfs(want), halfs(b.Data)); e > c.maxErr {
+				} else if e := kveval.RelError(halfs(want), halfs(b.Data)); e > c.maxErr {
 					t.Fatalf("block %d: relative error %.4f > %.4f", i, e, c.maxErr)
 				}
 				return b
@@ -198,7 +199,7 @@ func TestCompressedDRAMReservation(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, err := tiers.Open(ctx, tiers.Config{DRAM: d, Logger: quietLogger(),
-		DRAMCodec: func(string) codec.Mode { return codec.Int8 }})
+		Codecs: func(string) tiers.Codecs { return tiers.Codecs{DRAM: codec.Int8, NVMe: codec.Int8} }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func TestCompressedDRAMReservation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := codec.RelError(halfs(blocks[0]), halfs(b.Data)); e > 0.01 {
+	if e := kveval.RelError(halfs(blocks[0]), halfs(b.Data)); e > 0.01 {
 		t.Fatalf("relative error %.4f", e)
 	}
 	s.Release(k)
@@ -240,7 +241,7 @@ func BenchmarkCompressedDRAMGet(b *testing.B) {
 				b.Fatal(err)
 			}
 			s, err := tiers.Open(ctx, tiers.Config{DRAM: d, Logger: quietLogger(),
-				DRAMCodec: func(string) codec.Mode { return m }})
+				Codecs: func(string) tiers.Codecs { return tiers.Codecs{DRAM: m, NVMe: m} }})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -258,6 +259,75 @@ func BenchmarkCompressedDRAMGet(b *testing.B) {
 				i++
 			}
 			b.ReportMetric(reserved/float64(int64(len(blocks))*l.Size()), "dram-bytes/raw-byte")
+		})
+	}
+}
+
+// TestCodecPolicyEachTierKeepsItsMode: with one namespace's DRAM and NVMe
+// modes set apart in the one codec policy, the NVMe copy is a frame in the
+// NVMe mode (compressed DRAM does not impose its own), and a block promoted
+// back from NVMe is kept in DRAM's mode.
+func TestCodecPolicyEachTierKeepsItsMode(t *testing.T) {
+	l, blocks := fixtureChunks(t)
+	cases := []struct{ dram, nvme codec.Mode }{
+		{codec.Lossless, codec.Raw},
+		{codec.Int8, codec.Lossless},
+		{codec.Int8, codec.Int4},
+		{codec.Raw, codec.Lossless},
+		{codec.Lossless, codec.Lossless},
+	}
+	for _, c := range cases {
+		t.Run(c.dram.String()+"-"+c.nvme.String(), func(t *testing.T) {
+			ctx := context.Background()
+			// DRAM holds about ten raw blocks, so the first of n puts leaves it.
+			n := min(len(blocks), 64)
+			d, err := dram.New(256<<10, dram.WithChunkSize(64<<10), dram.WithHugePages(false))
+			if err != nil {
+				t.Fatal(err)
+			}
+			nv, err := nvme.Open(t.TempDir(), 4*int64(n)*l.Size())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := tiers.Open(ctx, tiers.Config{DRAM: d, NVMe: nv, Logger: quietLogger(),
+				Codecs: func(string) tiers.Codecs { return tiers.Codecs{DRAM: c.dram, NVMe: c.nvme} }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			for i := range n {
+				if err := s.Put(ctx, benchKey(i), l, blocks[i], tiers.PutOptions{Durable: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			k := benchKey(0)
+			_, frame, err := nv.GetFrame(ctx, k, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h, err := codec.ParseHeader(frame); err != nil || h.Mode != c.nvme {
+				t.Fatalf("NVMe frame in mode %v (%v), want %v", h.Mode, err, c.nvme)
+			}
+			b, err := s.Get(ctx, k, tiers.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.From != tiers.LevelNVMe {
+				t.Fatalf("read from %v, want NVMe", b.From)
+			}
+			if !c.dram.Quantized() && !c.nvme.Quantized() && !bytes.Equal(b.Data, blocks[0]) {
+				t.Fatal("lossless modes changed the block")
+			}
+			if err := s.Release(k); err != nil {
+				t.Fatal(err)
+			}
+			// A quantized DRAM mode always takes a smaller slot (lossless may
+			// not, on blocks this small), so DRAM keeps such blocks packed,
+			// the one promoted from a frame in another mode included.
+			st := s.Stats().Levels[0]
+			if packed := st.UsedBytes < st.LogicalBytes; c.dram.Quantized() && !packed {
+				t.Fatalf("DRAM uses %d bytes for %d decoded; want %v blocks packed", st.UsedBytes, st.LogicalBytes, c.dram)
+			}
 		})
 	}
 }

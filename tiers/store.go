@@ -34,14 +34,11 @@ type Config struct {
 	WriteBehindQueue int
 	// WriteBehindWorkers is the number of goroutines copying DRAM to NVMe. Default 2.
 	WriteBehindWorkers int
-	// DRAMCodec, when set, names the codec mode DRAM keeps each namespace's
-	// blocks in; codec.Raw (and a nil DRAMCodec) keeps them as they are.
-	// A compressed block takes a slot the size of its frame, and every Get
-	// decodes it into a staging slot that lives until the block's last
-	// reader releases it: capacity bought with decode time on each Get (and,
-	// in a quantized mode, with precision: Get returns the decoded values).
-	// A block whose frame would take no smaller a slot is kept raw.
-	DRAMCodec func(ns string) codec.Mode
+	// Codecs is the codec policy: how each namespace's blocks are kept in
+	// DRAM and on NVMe (see Codecs). Nil means DefaultCodecs for every
+	// namespace. It must be safe for concurrent use and give the same
+	// answer for a namespace for the store's lifetime.
+	Codecs func(ns string) Codecs
 
 	// LeafScan is how many least-recently-used blocks eviction examines
 	// looking for a leaf of a prefix chain before it settles for a non-leaf. Default 64.
@@ -49,6 +46,25 @@ type Config struct {
 	// Logger receives the store's logs. Default slog.Default().
 	Logger *slog.Logger
 }
+
+// Codecs is how one namespace's blocks are kept.
+type Codecs struct {
+	// DRAM is the mode DRAM keeps blocks in; codec.Raw keeps them as they
+	// are. A compressed block takes a slot the size of its frame, and every
+	// Get decodes it into a staging slot that lives until the block's last
+	// reader releases it: capacity bought with decode time on each Get (and,
+	// in a quantized mode, with precision: Get returns the decoded values).
+	// A block whose frame would take no smaller a slot is kept raw.
+	DRAM codec.Mode
+	// NVMe is the mode of NVMe copies. The Store encodes them and hands the
+	// NVMe tier frames (FrameTier); a DRAM frame already in this mode moves
+	// as it is, any other is decoded and encoded in this mode first.
+	NVMe codec.Mode
+}
+
+// DefaultCodecs is the codec policy of a namespace nothing else names:
+// DRAM raw (no decode on Get), NVMe lossless (smaller, bit-exact).
+var DefaultCodecs = Codecs{DRAM: codec.Raw, NVMe: codec.Lossless}
 
 // EnsureDefaults fills zero fields with their defaults.
 func (c *Config) EnsureDefaults() {
@@ -675,8 +691,9 @@ func (s *Store) readBlock(ctx context.Context, k Key, l Layout) (promotion, erro
 }
 
 // readFrame reads k's frame from NVMe as it is and decodes it into a fresh
-// DRAM slot; the frame itself is kept as the DRAM copy when its slot is
-// smaller, so a block's values do not drift through repeated encoding.
+// DRAM slot; the frame itself is kept as the DRAM copy when it is in DRAM's
+// mode and its slot is smaller, so a block's values do not drift through
+// repeated encoding. A frame in another mode is packed in DRAM's mode.
 func (s *Store) readFrame(ctx context.Context, ft FrameTier, k Key, l Layout) (promotion, error) {
 	bp := frameBuf(0)
 	defer frameBufs.Put(bp)
@@ -701,6 +718,14 @@ func (s *Store) readFrame(ctx context.Context, ft FrameTier, k Key, l Layout) (p
 		return promotion{}, s.nvmeReadFailed(k, fmt.Errorf("%w: %w", ErrCorrupt, err), true)
 	}
 	p := promotion{raw: slot, view: view}
+	if m, ok := frameMode(frame); !ok || m != s.dramMode(k.Namespace) {
+		// Another mode than DRAM's: DRAM's mode holds, so encode again.
+		if p.frame, p.packed, err = s.pack(ctx, k, l, view); err != nil {
+			_ = s.dram.Abort(slot)
+			return promotion{}, err
+		}
+		return p, nil
+	}
 	if s.dram.SlotSize(int64(len(frame))) < s.dram.SlotSize(l.Size()) {
 		fs, fview, err := s.reserveDRAM(ctx, int64(len(frame)))
 		if err != nil {
@@ -717,7 +742,7 @@ func (s *Store) readFrame(ctx context.Context, ft FrameTier, k Key, l Layout) (p
 // damaged copy is dropped from the index (counted as corrupt when the tier
 // did not count it: mismatch) and reported as ErrNotFound.
 func (s *Store) nvmeReadFailed(k Key, err error, mismatch bool) error {
-	if !errors.Is(err, ErrNotFound) && !IsCorruption(err) {
+	if !errors.Is(err, ErrNotFound) && !IsCorrupt(err) {
 		return err
 	}
 	sh, fp := s.locate(k)
@@ -726,7 +751,7 @@ func (s *Store) nvmeReadFailed(k Key, err error, mismatch bool) error {
 		if mismatch {
 			sh.ctr.corrupt++ // the tier counts the checksum failures it finds
 		}
-		if IsCorruption(err) {
+		if IsCorrupt(err) {
 			s.log.Warn("tiers: corrupt NVMe copy removed", "key", k.String(), "err", err)
 		}
 		sh.ctr.misses++

@@ -595,7 +595,7 @@ func runModel(t *testing.T, seed uint64, dramBlocks, nvmeBlocks, hbmBlocks int, 
 	ctx := context.Background()
 	ts := newTestStore(t, dramBlocks, nvmeBlocks, hbmBlocks, func(c *Config) {
 		if packed {
-			c.DRAMCodec = func(string) codec.Mode { return codec.Lossless }
+			c.Codecs = func(string) Codecs { return Codecs{DRAM: codec.Lossless, NVMe: codec.Lossless} }
 		}
 	})
 	r := rand.New(rand.NewPCG(seed, 42))
@@ -752,7 +752,7 @@ func testStoreConcurrent(t *testing.T, packed bool) {
 	ctx := context.Background()
 	ts := newTestStore(t, 16, 48, 4, func(c *Config) {
 		if packed {
-			c.DRAMCodec = func(string) codec.Mode { return codec.Lossless }
+			c.Codecs = func(string) Codecs { return Codecs{DRAM: codec.Lossless, NVMe: codec.Lossless} }
 		}
 	})
 	var wg sync.WaitGroup

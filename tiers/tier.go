@@ -47,8 +47,9 @@ type TierStats struct {
 	Quarantined   int64 // damaged stores moved aside when the tier opened
 }
 
-// Tier is one level of block storage with a hard byte capacity. DRAM, NVMe
-// and HBM implement it; a remote tier would too. A Tier is keyed storage and
+// Tier is one level of block storage with a hard byte capacity. NVMe and HBM
+// implement it, and a remote tier would; the DRAM arena, which the Store
+// addresses by slot, is a HostTier instead. A Tier is keyed storage and
 // nothing more: placement, eviction, promotion and pins belong to the Store.
 // Implementations are safe for concurrent use.
 type Tier interface {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+
+	"github.com/kvtier/kvtier/codec"
 )
 
 // writeBehind copies queued DRAM blocks to NVMe until Close. A fixed pool of
@@ -104,19 +106,36 @@ func (s *Store) persist(ctx context.Context, k Key) error {
 }
 
 // putNVMe writes a block to NVMe, evicting NVMe copies until it fits. When
-// packed, data is the block's frame: stored as it is on a FrameTier,
-// decoded first for any other tier.
+// packed, data is the block's frame. A FrameTier gets a frame in the
+// namespace's NVMe mode: a packed block's own frame when it is in that mode,
+// else one encoded here. Any other tier gets the raw block.
 func (s *Store) putNVMe(ctx context.Context, k Key, l Layout, data []byte, packed bool) error {
-	put := func() error { return s.nvme.Put(ctx, k, l, data) }
-	if ft, ok := s.nvme.(FrameTier); ok && packed {
+	ft, frames := s.nvme.(FrameTier)
+	want := s.codecs(k.Namespace).NVMe
+	var put func() error
+	if m, ok := frameMode(data); packed && frames && ok && m == want {
 		put = func() error { return ft.PutFrame(ctx, k, data) }
-	} else if packed {
-		raw, done, err := decodeScratch(data, l)
-		defer done()
-		if err != nil {
-			return fmt.Errorf("%w: compressed DRAM copy of %v: %w", ErrCorrupt, k, err)
+	} else {
+		raw := data
+		if packed {
+			dec, done, err := decodeScratch(data, l)
+			defer done()
+			if err != nil {
+				return fmt.Errorf("%w: compressed DRAM copy of %v: %w", ErrCorrupt, k, err)
+			}
+			raw = dec
 		}
 		put = func() error { return s.nvme.Put(ctx, k, l, raw) }
+		if frames {
+			bp := frameBuf(codec.MaxFrameLen(l, want))
+			defer frameBufs.Put(bp)
+			frame, err := codec.Encode((*bp)[:0], l, raw, codec.Options{Mode: want})
+			if err != nil {
+				return fmt.Errorf("%w: encode %v for NVMe: %w", ErrInvalid, k, err)
+			}
+			*bp = frame[:0]
+			put = func() error { return ft.PutFrame(ctx, k, frame) }
+		}
 	}
 	for {
 		err := put()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kvtier/kvtier/codec"
+	"github.com/kvtier/kvtier/internal/kveval"
 )
 
 func TestSyntheticHasOutlierChannels(t *testing.T) {
@@ -14,7 +15,7 @@ func TestSyntheticHasOutlierChannels(t *testing.T) {
 	if err := in.Layout.CheckLen(len(in.Raw)); err != nil {
 		t.Fatal(err)
 	}
-	k, _, err := codec.SplitKV(in.Layout, in.Raw)
+	k, _, err := kveval.SplitKV(in.Layout, in.Raw)
 	if err != nil {
 		t.Fatal(err)
 	}

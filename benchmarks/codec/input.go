@@ -9,7 +9,8 @@ import (
 	"strings"
 
 	"github.com/kvtier/kvtier/codec"
-	"github.com/kvtier/kvtier/codec/kvfile"
+	"github.com/kvtier/kvtier/internal/kveval"
+	"github.com/kvtier/kvtier/internal/kvfile"
 )
 
 // Input is one KV block to measure and the queries that judge attention error.
@@ -18,7 +19,7 @@ type Input struct {
 	Layout codec.Layout
 	Raw    []byte
 	// Queries[l] are the queries of layer l of the block (nil: no attention metrics).
-	Queries []codec.Queries
+	Queries []kveval.Queries
 }
 
 // LoadFixture reads a kvfile dump and builds one KVSeparate fp16 block from
@@ -70,7 +71,7 @@ func FromDump(name string, f *kvfile.File) (Input, error) {
 	}
 	per := QH * R * D
 	for ly := 0; ly < L; ly++ {
-		in.Queries = append(in.Queries, codec.Queries{Q: q[ly*per : (ly+1)*per], Heads: QH, Rows: R, Visible: vis})
+		in.Queries = append(in.Queries, kveval.Queries{Q: q[ly*per : (ly+1)*per], Heads: QH, Rows: R, Visible: vis})
 	}
 	return in, nil
 }
@@ -147,7 +148,7 @@ func Synthetic(c SyntheticConfig) Input {
 			s = math.Sqrt(s / 16)
 			q[i] = float32(rng.NormFloat64() * s / math.Sqrt(float64(D)) * 2)
 		}
-		in.Queries = append(in.Queries, codec.Queries{Q: q, Heads: qh, Rows: R})
+		in.Queries = append(in.Queries, kveval.Queries{Q: q, Heads: qh, Rows: R})
 	}
 	in.Raw = encodeFloats(l, k, v)
 	return in

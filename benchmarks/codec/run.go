@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kvtier/kvtier/codec"
+	"github.com/kvtier/kvtier/internal/kveval"
 )
 
 // Result is one mode measured on one input. JSON names are the ones
@@ -79,29 +80,29 @@ func Run(ctx context.Context, in Input, opts codec.Options, cfg Config) (Result,
 }
 
 func quality(r *Result, in Input, dec []byte) error {
-	k, v, err := codec.SplitKV(in.Layout, in.Raw)
+	k, v, err := kveval.SplitKV(in.Layout, in.Raw)
 	if err != nil {
 		return err
 	}
-	k2, v2, err := codec.SplitKV(in.Layout, dec)
+	k2, v2, err := kveval.SplitKV(in.Layout, dec)
 	if err != nil {
 		return err
 	}
 	D := int(in.Layout.HeadDim)
-	r.KRelErr, r.VRelErr = codec.RelError(k, k2), codec.RelError(v, v2)
-	r.KCosMin, r.VCosMin = codec.VectorCosine(k, k2, D).Min, codec.VectorCosine(v, v2, D).Min
+	r.KRelErr, r.VRelErr = kveval.RelError(k, k2), kveval.RelError(v, v2)
+	r.KCosMin, r.VCosMin = kveval.VectorCosine(k, k2, D).Min, kveval.VectorCosine(v, v2, D).Min
 	if len(in.Queries) == 0 {
 		return nil
 	}
 	H, T := int(in.Layout.KVHeads), int(in.Layout.Tokens)
 	per := H * T * D
-	var st codec.AttnStats
+	var st kveval.AttnStats
 	for ly, q := range in.Queries {
 		if ly >= in.Layout.NumLayers() {
 			break
 		}
 		s := ly * per
-		a, err := codec.Attention(q, k[s:s+per], v[s:s+per], k2[s:s+per], v2[s:s+per], H, T, D)
+		a, err := kveval.Attention(q, k[s:s+per], v[s:s+per], k2[s:s+per], v2[s:s+per], H, T, D)
 		if err != nil {
 			return fmt.Errorf("%s: layer %d: %w", in.Name, ly, err)
 		}

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/kvtier/kvtier/codec/kvfile"
+	"github.com/kvtier/kvtier/internal/kvfile"
 )
 
 // Trace is one attention trace: a prompt's post-RoPE keys and values, the

@@ -40,8 +40,7 @@ func (r *Runner) promote(ctx context.Context, n int, mode string) error {
 	defer os.RemoveAll(dir)
 	par := r.cfg.Parallel
 	nv, err := nvme.Open(filepath.Join(dir, "tier"), max(freeBytes(r.cfg.Dir), 1<<30), nvme.WithDirectReads(true),
-		nvme.WithGCInterval(0), nvme.WithGCAfterBytes(0), nvme.WithLogger(quietLogger(), slog.LevelError),
-		nvme.WithCodecMode(func(string) codec.Mode { return m }))
+		nvme.WithGCInterval(0), nvme.WithGCAfterBytes(0), nvme.WithLogger(quietLogger(), slog.LevelError))
 	if err != nil {
 		return fmt.Errorf("tierbench: nvme tier: %w", err)
 	}
@@ -51,7 +50,8 @@ func (r *Runner) promote(ctx context.Context, n int, mode string) error {
 		nv.Close()
 		return fmt.Errorf("tierbench: dram arena: %w", err)
 	}
-	s, err := tiers.Open(ctx, tiers.Config{DRAM: arena, NVMe: nv, Logger: quietLogger()})
+	s, err := tiers.Open(ctx, tiers.Config{DRAM: arena, NVMe: nv, Logger: quietLogger(),
+		Codecs: func(string) tiers.Codecs { return tiers.Codecs{DRAM: codec.Raw, NVMe: m} }})
 	if err != nil {
 		arena.Close()
 		nv.Close()

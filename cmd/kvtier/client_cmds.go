@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -17,7 +18,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kvtier/kvtier/client"
+	"github.com/kvtier/kvtier/codec"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
+	"github.com/kvtier/kvtier/tiers"
 )
 
 // Client commands: put, get, lookup and stats against a running daemon.
@@ -198,8 +201,8 @@ func (k *keyFlags) key(fs *flag.FlagSet) (*pb.Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	if k.layer < -1 || k.layer > 1<<15-1 {
-		return nil, usagef("--layer: %d out of range", k.layer)
+	if err := tiers.ValidateLayer(k.layer); err != nil {
+		return nil, usagef("--layer: %v", err)
 	}
 	return &pb.Key{Namespace: k.ns, Hash: h, Layer: int32(k.layer)}, nil
 }
@@ -215,19 +218,24 @@ func parseHexHash(flagName, s string) ([]byte, error) {
 	return b, nil
 }
 
-func parseDtype(s string) (pb.Dtype, error) {
+// parseDtype returns the element type named s, as the wire and the codec
+// spell it.
+func parseDtype(s string) (pb.Dtype, codec.DType, error) {
 	switch strings.ToLower(s) {
 	case "fp16", "float16", "half":
-		return pb.Dtype_DTYPE_FP16, nil
+		return pb.Dtype_DTYPE_FP16, codec.FP16, nil
 	case "bf16", "bfloat16":
-		return pb.Dtype_DTYPE_BF16, nil
+		return pb.Dtype_DTYPE_BF16, codec.BF16, nil
 	case "fp32", "float32":
-		return pb.Dtype_DTYPE_FP32, nil
+		return pb.Dtype_DTYPE_FP32, codec.FP32, nil
 	case "fp8", "float8":
-		return pb.Dtype_DTYPE_FP8, nil
+		return pb.Dtype_DTYPE_FP8, codec.FP8, nil
 	}
-	return 0, usagef("--dtype: unknown %q (want fp16, bf16, fp32 or fp8)", s)
+	return 0, 0, usagef("--dtype: unknown %q (want fp16, bf16, fp32 or fp8)", s)
 }
+
+// sat16 narrows v to 16 bits, saturating.
+func sat16(v uint) uint16 { return uint16(min(v, math.MaxUint16)) }
 
 func tierName(t pb.Tier) string {
 	switch t {
@@ -268,7 +276,7 @@ func runPut(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "put", err)
 	}
-	dt, err := parseDtype(*dtype)
+	dt, cdt, err := parseDtype(*dtype)
 	if *dtype == "" {
 		err = usagef("--dtype is required")
 	}
@@ -279,19 +287,26 @@ func runPut(args []string, stdout, stderr io.Writer) int {
 		name string
 		v    uint
 	}{{"tokens", *tokens}, {"kv-heads", *kvHeads}, {"head-dim", *headDim}} {
-		if f.v == 0 || f.v > 1<<31 {
+		if f.v == 0 {
 			return fail(stderr, "put", usagef("--%s is required (a positive integer)", f.name))
 		}
 	}
-	l := &pb.Layout{Dtype: dt, Tokens: uint32(*tokens), KvHeads: uint32(*kvHeads), HeadDim: uint32(*headDim), Layers: uint32(min(*layers, 1<<31))}
+	// The codec's Layout.Validate holds the limits; values too large for its
+	// fields saturate, which it then rejects.
+	cl := codec.Layout{DType: cdt, Layers: sat16(*layers), KVHeads: sat16(*kvHeads), HeadDim: sat16(*headDim), Tokens: uint32(min(*tokens, math.MaxUint32))}
+	l := &pb.Layout{Dtype: dt}
 	switch *order {
 	case "separate":
-		l.Order = pb.KVOrder_KV_ORDER_SEPARATE
+		cl.Order, l.Order = codec.KVSeparate, pb.KVOrder_KV_ORDER_SEPARATE
 	case "interleaved":
-		l.Order = pb.KVOrder_KV_ORDER_INTERLEAVED
+		cl.Order, l.Order = codec.KVInterleaved, pb.KVOrder_KV_ORDER_INTERLEAVED
 	default:
 		return fail(stderr, "put", usagef("--order: want separate or interleaved, got %q", *order))
 	}
+	if err := cl.Validate(); err != nil {
+		return fail(stderr, "put", usagef("layout: %v", err))
+	}
+	l.Tokens, l.KvHeads, l.HeadDim, l.Layers = cl.Tokens, uint32(cl.KVHeads), uint32(cl.HeadDim), uint32(cl.Layers)
 	var opts client.PutOptions
 	opts.Durable = *durable
 	if *parent != "" {
@@ -400,8 +415,8 @@ func runLookup(args []string, stdout, stderr io.Writer) int {
 	if *hashes == "" {
 		return fail(stderr, "lookup", usagef("--hashes is required"))
 	}
-	if *layer < -1 || *layer > 1<<15-1 {
-		return fail(stderr, "lookup", usagef("--layer: %d out of range", *layer))
+	if err := tiers.ValidateLayer(*layer); err != nil {
+		return fail(stderr, "lookup", usagef("--layer: %v", err))
 	}
 	var hs [][]byte
 	var hexes []string

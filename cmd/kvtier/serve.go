@@ -193,8 +193,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	f.dramBytes = byteSize(defaultDRAMBytes())
 	f.nvmeBytes = defaultNVMeCap
 	f.maxMsg = daemon.DefaultMaxMessageBytes
-	f.nvmeCodec.fallback = codec.Lossless
-	f.dramCodec.fallback = codec.Raw
+	f.nvmeCodec.fallback = tiers.DefaultCodecs.NVMe
+	f.dramCodec.fallback = tiers.DefaultCodecs.DRAM
 	fs.StringVar(&f.cfg.Socket, "socket", defaultSocket(), "Unix socket to listen on (\"\" for none); offers the shared-memory data plane")
 	fs.Var(&f.socketMode, "socket-mode", "permission bits of the Unix socket (octal)")
 	fs.StringVar(&f.cfg.Addr, "addr", "", "TCP address to listen on, host:port (\"\" for none); needs --tls-cert/--tls-key or --insecure")
@@ -293,14 +293,12 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("DRAM tier: %w", err)
 	}
-	cfg := tiers.Config{DRAM: arena, Logger: log}
-	if f.dramCodec.set {
-		cfg.DRAMCodec = f.dramCodec.modeOf
-	}
+	cfg := tiers.Config{DRAM: arena, Logger: log, Codecs: func(ns string) tiers.Codecs {
+		return tiers.Codecs{DRAM: f.dramCodec.modeOf(ns), NVMe: f.nvmeCodec.modeOf(ns)}
+	}}
 	closeAll := func() { _ = arena.Close() }
 	if f.nvmeDir != "" {
-		nv, err := nvme.Open(f.nvmeDir, int64(f.nvmeBytes), nvme.WithLogger(log, slog.LevelWarn), nvme.WithCodecMode(f.nvmeCodec.modeOf),
-			nvme.WithRecover(f.nvmeRecov))
+		nv, err := nvme.Open(f.nvmeDir, int64(f.nvmeBytes), nvme.WithLogger(log, slog.LevelWarn), nvme.WithRecover(f.nvmeRecov))
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("NVMe tier: %w", err)

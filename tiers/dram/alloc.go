@@ -25,13 +25,12 @@ const (
 // A page's meta word describes the slot that starts on that page:
 // gen<<genShift | state. Only slot-start pages ever leave stateFree.
 const (
-	stateFree      uint32 = 0
-	stateReserved  uint32 = 1
-	stateCommitted uint32 = 2 // a keyed block (Put, Commit), in the key index
-	stateSealed    uint32 = 3 // a slot-addressed block (Seal), in no index here
-	stateMask      uint32 = 3
-	genShift              = 2
-	maxGen                = 1<<(32-genShift) - 1
+	stateFree     uint32 = 0
+	stateReserved uint32 = 1
+	stateSealed   uint32 = 3 // a block (Seal); the Store's index names it
+	stateMask     uint32 = 3
+	genShift             = 2
+	maxGen               = 1<<(32-genShift) - 1
 )
 
 func nextGen(g uint32) uint32 {

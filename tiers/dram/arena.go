@@ -1,7 +1,6 @@
 package dram
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"os"
@@ -15,29 +14,9 @@ import (
 
 var _ tiers.HostTier = (*Arena)(nil)
 
-// nShards is the number of key-map shards; a power of two.
+// nShards is the number of sealed-slot counter pairs, spread by offset; a
+// power of two.
 const nShards = 64
-
-// entry is a committed block.
-type entry struct {
-	off    int64
-	len    int64
-	layout tiers.Layout
-	gen    uint32
-}
-
-type shard struct {
-	// mu protects m. Get and Put hold it shared while they copy out of or
-	// into the mapping: so a slot is never freed (and rewritten) under a
-	// reader, and Close, which takes every shard exclusively before it
-	// unmaps, never unmaps under a copy. Writers hold it exclusively only to
-	// update m.
-	mu     sync.RWMutex
-	m      map[tiers.Key]entry
-	used   atomic.Int64 // sum of the lengths of the blocks in m; written under mu, read by Stats
-	blocks atomic.Int64 // len(m); written under mu, read by Stats
-	_      cpu.CacheLinePad
-}
 
 // counterPair counts the bytes and blocks of sealed slots.
 type counterPair struct {
@@ -47,8 +26,7 @@ type counterPair struct {
 }
 
 // Arena is the DRAM tier: one shared memory mapping carved into slots by size
-// class, with a key index. It implements tiers.HostTier and is safe for
-// concurrent use. See the package documentation for the design and caveats.
+// class. It implements tiers.HostTier and is safe for concurrent use. See the package documentation for the design and caveats.
 type Arena struct {
 	name       string
 	size       int64 // mapping length: a multiple of chunkSize
@@ -57,9 +35,7 @@ type Arena struct {
 	nChunks    int
 	wpc        int // slot-bitmap words per chunk
 
-	// closed is set once by Close. Methods that copy bytes (Put, Get) check
-	// it under their shard's lock, which Close takes before unmapping; the
-	// others check it on entry.
+	// closed is set once by Close; methods check it on entry.
 	closed atomic.Bool
 	mem    []byte   // the mapping; immutable, unmapped by Close
 	file   *os.File // the memfd (or unlinked file); nil on platforms without one
@@ -70,7 +46,6 @@ type Arena struct {
 	// of a live state is what makes a caller the one that frees a slot.
 	meta []atomic.Uint32
 
-	shards [nShards]shard
 	sealed [nShards]counterPair // accounting of sealed slots, by offset
 
 	classes []class // sorted by size; size/chunks/slots immutable, the rest under class.mu
@@ -83,9 +58,7 @@ type Arena struct {
 	spans       []span         // indexed by a span's first chunk; see span
 	slotBits    []uint64       // free-slot bitmaps, wpc words per chunk, under the span's class lock
 
-	largeReserved atomic.Int64 // slot bytes of dedicated runs; per-class and per-shard counters hold the rest
-
-	errNotFound error // preallocated: a miss is common and must not allocate
+	largeReserved atomic.Int64 // slot bytes of dedicated runs; per-class counters hold the rest
 }
 
 // New maps an arena of capacity bytes, rounded down to a multiple of the
@@ -127,15 +100,11 @@ func New(capacity int64, opts ...Option) (*Arena, error) {
 		nFreeChunks: nChunks,
 		chunkHead:   make([]atomic.Int32, nChunks),
 		spans:       make([]span, nChunks),
-		errNotFound: fmt.Errorf("%w in %s", tiers.ErrNotFound, o.name),
 	}
 	a.slotBits = make([]uint64, nChunks*a.wpc)
 	setRange(a.freeChunks, nChunks)
 	for i := range a.chunkHead {
 		a.chunkHead[i].Store(noSpan)
-	}
-	for i := range a.shards {
-		a.shards[i].m = make(map[tiers.Key]entry)
 	}
 	return a, nil
 }
@@ -146,140 +115,6 @@ func log2(n int64) int {
 		i++
 	}
 	return i
-}
-
-func (a *Arena) shard(k tiers.Key) *shard {
-	// The digest is uniformly distributed; per-layer keys share it, so mix
-	// the layer in.
-	x := k.Hash.EventID() ^ uint64(uint16(k.Layer))*0x9e3779b97f4a7c15
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	return &a.shards[x&(nShards-1)]
-}
-
-// Put stores a copy of data under k, replacing any copy already there.
-func (a *Arena) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := k.Validate(); err != nil {
-		return err
-	}
-	if err := l.CheckLen(len(data)); err != nil {
-		return fmt.Errorf("%w: %w", tiers.ErrInvalid, err)
-	}
-	sh := a.shard(k)
-	sh.mu.RLock()
-	if a.closed.Load() {
-		sh.mu.RUnlock()
-		return tiers.ErrClosed
-	}
-	s, view, err := a.reserve(int64(len(data)))
-	if err != nil {
-		sh.mu.RUnlock()
-		return err
-	}
-	copy(view, data)
-	sh.mu.RUnlock()
-	if err := a.commit(k, l, s); err != nil {
-		a.release(s.Offset, s.Gen, stateReserved)
-		return err
-	}
-	return nil
-}
-
-// Get appends k's bytes to dst. The copy is made under the key's shard read
-// lock, so it is never torn by a concurrent Delete or replacing Put.
-func (a *Arena) Get(ctx context.Context, k tiers.Key, dst []byte) (tiers.Layout, []byte, error) {
-	if err := ctx.Err(); err != nil {
-		return tiers.Layout{}, dst, err
-	}
-	if err := k.Validate(); err != nil {
-		return tiers.Layout{}, dst, err
-	}
-	sh := a.shard(k)
-	sh.mu.RLock()
-	if a.closed.Load() {
-		sh.mu.RUnlock()
-		return tiers.Layout{}, dst, tiers.ErrClosed
-	}
-	e, ok := sh.m[k]
-	if !ok {
-		sh.mu.RUnlock()
-		return tiers.Layout{}, dst, a.errNotFound
-	}
-	dst = append(dst, a.mem[e.off:e.off+e.len]...)
-	sh.mu.RUnlock()
-	return e.layout, dst, nil
-}
-
-// View returns k's bytes in place, with its layout and slot. The bytes stay
-// valid until k is deleted or replaced; the Store's pins guarantee that.
-func (a *Arena) View(k tiers.Key) (tiers.Layout, tiers.Slot, []byte, error) {
-	if a.closed.Load() {
-		return tiers.Layout{}, tiers.Slot{}, nil, tiers.ErrClosed
-	}
-	if err := k.Validate(); err != nil {
-		return tiers.Layout{}, tiers.Slot{}, nil, err
-	}
-	sh := a.shard(k)
-	sh.mu.RLock()
-	e, ok := sh.m[k]
-	sh.mu.RUnlock()
-	if !ok {
-		return tiers.Layout{}, tiers.Slot{}, nil, a.errNotFound
-	}
-	return e.layout, tiers.Slot{Offset: e.off, Len: e.len, Gen: e.gen}, a.mem[e.off : e.off+e.len : e.off+e.len], nil
-}
-
-// Delete removes k and frees its slot. Deleting a missing block is not an error.
-func (a *Arena) Delete(ctx context.Context, k tiers.Key) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if a.closed.Load() {
-		return tiers.ErrClosed
-	}
-	if err := k.Validate(); err != nil {
-		return err
-	}
-	sh := a.shard(k)
-	sh.mu.Lock()
-	e, ok := sh.m[k]
-	if ok {
-		delete(sh.m, k)
-		sh.used.Add(-e.len)
-		sh.blocks.Add(-1)
-	}
-	sh.mu.Unlock()
-	if ok {
-		a.dropCommitted(e)
-	}
-	return nil
-}
-
-// dropCommitted frees the slot of an entry just removed from the index.
-func (a *Arena) dropCommitted(e entry) {
-	if _, ok := a.release(e.off, e.gen, stateCommitted); !ok {
-		// Only the index hands out committed slots, and it just gave this
-		// one up: the meta word must still say committed.
-		panic(fmt.Sprintf("dram: committed slot at %d (gen %d) was not live", e.off, e.gen))
-	}
-}
-
-// Reserve allocates a slot for a block of layout l without making it
-// visible. Fill the returned bytes, then Commit or Abort. The error wraps
-// tiers.ErrFull when there is no room (and also ErrTooLarge when the block
-// is larger than the whole arena).
-func (a *Arena) Reserve(l tiers.Layout) (tiers.Slot, []byte, error) {
-	if a.closed.Load() {
-		return tiers.Slot{}, nil, tiers.ErrClosed
-	}
-	if err := l.Validate(); err != nil {
-		return tiers.Slot{}, nil, fmt.Errorf("%w: %w", tiers.ErrInvalid, err)
-	}
-	return a.reserve(l.Size())
 }
 
 func (a *Arena) reserve(n int64) (tiers.Slot, []byte, error) {
@@ -295,54 +130,12 @@ func (a *Arena) reserve(n int64) (tiers.Slot, []byte, error) {
 	return tiers.Slot{Offset: off, Len: n, Gen: gen}, a.mem[off : off+n : off+n], nil
 }
 
-// Commit makes the reserved slot s visible as k, replacing (and freeing) any
-// copy of k already there. l must describe s.Len bytes. A slot is committed
-// at most once; committing a slot that is not an outstanding reservation is
-// ErrNotReserved. On error the reservation is left as it was (Abort it).
-func (a *Arena) Commit(k tiers.Key, l tiers.Layout, s tiers.Slot) error {
-	if a.closed.Load() {
-		return tiers.ErrClosed
-	}
-	if err := k.Validate(); err != nil {
-		return err
-	}
-	if !a.wellFormed(s) {
-		return fmt.Errorf("%w: offset %d, length %d, gen %d", ErrNotReserved, s.Offset, s.Len, s.Gen)
-	}
-	if err := l.CheckLen(int(s.Len)); err != nil { // s.Len ≤ Size() ≤ MaxInt
-		return fmt.Errorf("%w: %w", tiers.ErrInvalid, err)
-	}
-	return a.commit(k, l, s)
-}
-
-// commit publishes a well-formed slot s; k and l are valid.
-func (a *Arena) commit(k tiers.Key, l tiers.Layout, s tiers.Slot) error {
-	if err := a.claim(s, stateCommitted); err != nil {
-		return err
-	}
-	sh := a.shard(k)
-	sh.mu.Lock()
-	old, had := sh.m[k]
-	sh.m[k] = entry{off: s.Offset, len: s.Len, layout: l, gen: s.Gen}
-	if had {
-		sh.used.Add(s.Len - old.len)
-	} else {
-		sh.used.Add(s.Len)
-		sh.blocks.Add(1)
-	}
-	sh.mu.Unlock()
-	if had {
-		a.dropCommitted(old)
-	}
-	return nil
-}
-
-// Abort frees a reservation that will not be committed. Aborting a slot that
+// Abort frees a reservation that will not be sealed. Aborting a slot that
 // is not an outstanding reservation is ErrNotReserved.
 func (a *Arena) Abort(s tiers.Slot) error { return a.releaseFrom(s, stateReserved, ErrNotReserved) }
 
 // claim moves the outstanding reservation s, well formed, to state to
-// (committed or sealed), after checking that s.Len fits its slot; anything
+// (sealed), after checking that s.Len fits its slot; anything
 // else is ErrNotReserved (or ErrInvalid for the length), and s is left as
 // it was.
 func (a *Arena) claim(s tiers.Slot, to uint32) error {
@@ -380,7 +173,7 @@ func (a *Arena) wellFormed(s tiers.Slot) bool {
 		s.Len > 0 && s.Len <= a.size-s.Offset && s.Gen != 0 && s.Gen <= maxGen
 }
 
-// Validate reports whether s is still the live (reserved or committed) slot
+// Validate reports whether s is still the live (reserved or sealed) slot
 // at s.Offset with generation s.Gen, and s.Len fits in it. The shared-memory
 // data plane uses it to reject a client's stale slot: every time a region is
 // handed out again its generation changes.
@@ -405,18 +198,18 @@ func (a *Arena) Validate(s tiers.Slot) bool {
 	return p.Load() == m
 }
 
-// Stats returns the arena's accounting. UsedBytes is the sum of committed
-// block lengths; ReservedBytes the sum of the slot sizes of committed blocks
+// Stats returns the arena's accounting. UsedBytes is the sum of sealed
+// block lengths; ReservedBytes the sum of the slot sizes of sealed blocks
 // and outstanding reservations.
 //
-// The counters are kept per shard and per class, where the locks already
-// are, so they cost the hot path no shared cache line; Stats sums them, and
-// under concurrent updates the sum is a moment's approximation.
+// The counters are spread by offset and kept per class, where the locks
+// already are, so they cost the hot path no shared cache line; Stats sums
+// them, and under concurrent updates the sum is a moment's approximation.
 func (a *Arena) Stats() tiers.TierStats {
 	st := tiers.TierStats{Name: a.name, CapacityBytes: a.size, ReservedBytes: a.largeReserved.Load()}
-	for i := range a.shards {
-		st.UsedBytes += a.shards[i].used.Load() + a.sealed[i].used.Load()
-		st.Blocks += a.shards[i].blocks.Load() + a.sealed[i].blocks.Load()
+	for i := range a.sealed {
+		st.UsedBytes += a.sealed[i].used.Load()
+		st.Blocks += a.sealed[i].blocks.Load()
 	}
 	for i := range a.classes {
 		st.ReservedBytes += a.classes[i].reserved.Load()
@@ -425,21 +218,14 @@ func (a *Arena) Stats() tiers.TierStats {
 }
 
 // Close unmaps the arena and closes its file. Every method returns
-// tiers.ErrClosed afterwards. Close waits for the copies of Put and Get in
-// flight; views handed out earlier (or by a Reserve or View racing with
-// Close) must not be used after it.
+// tiers.ErrClosed afterwards. Views handed out earlier (by Alloc or Bytes)
+// must not be used after it: the Store closes the arena only once no
+// reader holds a block.
 func (a *Arena) Close() error {
 	if a.closed.Swap(true) {
 		return tiers.ErrClosed
 	}
-	// Wait for the copies in flight: they hold a shard lock shared.
-	for i := range a.shards {
-		a.shards[i].mu.Lock()
-	}
 	err := a.unmap(a.mem)
-	for i := range a.shards {
-		a.shards[i].mu.Unlock()
-	}
 	if a.file != nil {
 		if cerr := a.file.Close(); err == nil {
 			err = cerr

@@ -62,7 +62,7 @@ func TestNew(t *testing.T) {
 			if uintptr(unsafe.Pointer(&a.Base()[0]))%pageSize != 0 {
 				t.Fatalf("base %p not page aligned", &a.Base()[0])
 			}
-			checkInvariants(t, a)
+			checkInvariants(t, keyedOf(a))
 		})
 	}
 }
@@ -302,11 +302,11 @@ func TestInvalidInput(t *testing.T) {
 func TestReserveCommitAbort(t *testing.T) {
 	const n = 16 * KiB
 	l := layoutFor(t, n)
-	type step func(t *testing.T, a *Arena, s tiers.Slot, view []byte) error
+	type step func(t *testing.T, a *keyed, s tiers.Slot, view []byte) error
 	commit := func(k tiers.Key) step {
-		return func(t *testing.T, a *Arena, s tiers.Slot, view []byte) error { return a.Commit(k, l, s) }
+		return func(t *testing.T, a *keyed, s tiers.Slot, view []byte) error { return a.Commit(k, l, s) }
 	}
-	abort := func(t *testing.T, a *Arena, s tiers.Slot, view []byte) error { return a.Abort(s) }
+	abort := func(t *testing.T, a *keyed, s tiers.Slot, view []byte) error { return a.Abort(s) }
 	k1, k2 := testKey("rca", 1, 0), testKey("rca", 2, 0)
 	tests := []struct {
 		name    string
@@ -325,7 +325,7 @@ func TestReserveCommitAbort(t *testing.T) {
 		{
 			name: "wrong layout size then commit",
 			steps: []step{
-				func(t *testing.T, a *Arena, s tiers.Slot, _ []byte) error { return a.Commit(k1, layoutFor(t, 2*n), s) },
+				func(t *testing.T, a *keyed, s tiers.Slot, _ []byte) error { return a.Commit(k1, layoutFor(t, 2*n), s) },
 				commit(k1),
 			},
 			want:    []error{codec.ErrSize, nil},
@@ -334,7 +334,7 @@ func TestReserveCommitAbort(t *testing.T) {
 		{
 			name: "tampered length larger than the slot",
 			steps: []step{
-				func(t *testing.T, a *Arena, s tiers.Slot, _ []byte) error {
+				func(t *testing.T, a *keyed, s tiers.Slot, _ []byte) error {
 					s.Len = 2 * n
 					return a.Commit(k1, layoutFor(t, 2*n), s)
 				},
@@ -345,7 +345,7 @@ func TestReserveCommitAbort(t *testing.T) {
 		{
 			name: "invalid layout",
 			steps: []step{
-				func(t *testing.T, a *Arena, s tiers.Slot, _ []byte) error { return a.Commit(k1, tiers.Layout{}, s) },
+				func(t *testing.T, a *keyed, s tiers.Slot, _ []byte) error { return a.Commit(k1, tiers.Layout{}, s) },
 				abort,
 			},
 			want: []error{codec.ErrLayout, nil},
@@ -353,7 +353,7 @@ func TestReserveCommitAbort(t *testing.T) {
 		{
 			name: "invalid key",
 			steps: []step{
-				func(t *testing.T, a *Arena, s tiers.Slot, _ []byte) error { return a.Commit(tiers.Key{}, l, s) },
+				func(t *testing.T, a *keyed, s tiers.Slot, _ []byte) error { return a.Commit(tiers.Key{}, l, s) },
 				commit(k1),
 			},
 			want:    []error{tiers.ErrInvalid, nil},
@@ -361,7 +361,7 @@ func TestReserveCommitAbort(t *testing.T) {
 		},
 		{
 			name: "stale generation",
-			steps: []step{func(t *testing.T, a *Arena, s tiers.Slot, _ []byte) error {
+			steps: []step{func(t *testing.T, a *keyed, s tiers.Slot, _ []byte) error {
 				s.Gen--
 				return a.Commit(k1, l, s)
 			}, abort},
@@ -369,7 +369,7 @@ func TestReserveCommitAbort(t *testing.T) {
 		},
 		{
 			name: "generation beyond 30 bits",
-			steps: []step{func(t *testing.T, a *Arena, s tiers.Slot, _ []byte) error {
+			steps: []step{func(t *testing.T, a *keyed, s tiers.Slot, _ []byte) error {
 				s.Gen += 1 << (32 - genShift)
 				return a.Commit(k1, l, s)
 			}, abort},
@@ -377,7 +377,7 @@ func TestReserveCommitAbort(t *testing.T) {
 		},
 		{
 			name: "offset inside the slot",
-			steps: []step{func(t *testing.T, a *Arena, s tiers.Slot, _ []byte) error {
+			steps: []step{func(t *testing.T, a *keyed, s tiers.Slot, _ []byte) error {
 				s.Offset += pageSize
 				s.Len -= pageSize
 				return a.Abort(s)
@@ -386,7 +386,7 @@ func TestReserveCommitAbort(t *testing.T) {
 		},
 		{
 			name: "unaligned offset",
-			steps: []step{func(t *testing.T, a *Arena, s tiers.Slot, _ []byte) error {
+			steps: []step{func(t *testing.T, a *keyed, s tiers.Slot, _ []byte) error {
 				s.Offset++
 				return a.Abort(s)
 			}, commit(k1)},
@@ -395,7 +395,7 @@ func TestReserveCommitAbort(t *testing.T) {
 		},
 		{
 			name: "offset past the end",
-			steps: []step{func(t *testing.T, a *Arena, s tiers.Slot, _ []byte) error {
+			steps: []step{func(t *testing.T, a *keyed, s tiers.Slot, _ []byte) error {
 				s.Offset = a.Size()
 				return a.Abort(s)
 			}, abort},
@@ -403,7 +403,7 @@ func TestReserveCommitAbort(t *testing.T) {
 		},
 		{
 			name: "zero slot",
-			steps: []step{func(t *testing.T, a *Arena, s tiers.Slot, _ []byte) error {
+			steps: []step{func(t *testing.T, a *keyed, s tiers.Slot, _ []byte) error {
 				return a.Commit(k1, l, tiers.Slot{Len: n})
 			}, abort},
 			want: []error{ErrNotReserved, nil},
@@ -744,10 +744,11 @@ func TestFillFreeCycles(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
-	a, err := New(4 * MiB)
+	arena, err := New(4 * MiB)
 	if err != nil {
 		t.Fatal(err)
 	}
+	a := keyedOf(arena)
 	k := testKey("close", 1, 0)
 	l := layoutFor(t, 8*KiB)
 	if err := a.Put(bg, k, l, make([]byte, 8*KiB)); err != nil {

@@ -19,7 +19,7 @@ const benchWindow = 64 * MiB
 // ends, and a benchWindow buffer for the memcpy references, both faulted in
 // before timing (WithPrefault maps the arena, but some hypervisors still
 // fault on the first write to a page).
-func benchArena(b *testing.B) (*Arena, []byte) {
+func benchArena(b *testing.B) (*keyed, []byte) {
 	a := newArena(b, 2*benchWindow, WithPrefault(true))
 	prefault(a.Base())
 	window := make([]byte, benchWindow)

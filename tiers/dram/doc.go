@@ -5,10 +5,8 @@
 // keeps each block's slot in its own index, so the arena holds nothing per
 // block on the Go heap.
 //
-// For standalone use the arena also has a keyed API with its own sharded
-// key index: Put, Get, View, Delete, and Reserve → Commit. Keyed blocks and
-// sealed slots are distinct states of a slot, so neither API can free the
-// other's blocks; Stats counts both.
+// There is no key index here. This package's tests drive the allocator
+// through a small keyed index over the slot API (keyed_test.go).
 //
 // # What it owns
 //
@@ -17,7 +15,8 @@
 // heap on other platforms). It lives outside the Go heap, so the daemon can
 //   - pass File to local clients over a Unix socket, which map it once and
 //     then exchange slot offsets instead of bytes (the shared-memory data
-//     plane: Reserve → client writes → Commit; View → client reads);
+//     plane: the Store allocates a slot, the client writes it, the Store
+//     seals it; a pinned block's slot is read in place);
 //   - register Base with the GPU as pinned host memory.
 //
 // Huge pages are requested with MADV_HUGEPAGE (best effort) and WithPrefault
@@ -43,57 +42,53 @@
 // found first-fit.
 //
 // Capacity is a hard bound: with no free slot in the class and no run of free
-// chunks long enough, Reserve and Put return an error wrapping tiers.ErrFull
+// chunks long enough, Alloc returns an error wrapping tiers.ErrFull
 // and evict nothing; the Store evicts and retries. Because slots are per
 // class, the arena can be full for one size while another class's spans still
 // have free slots; evicting blocks of that other class frees chunks once its
 // spans empty. A block larger than the whole arena (MaxBlockLen) is
 // ErrTooLarge, which wraps tiers.ErrFull: check for it before evicting.
 //
-// Accounting is exact: Stats reports UsedBytes (block lengths of committed
-// blocks), ReservedBytes (slot sizes of committed blocks and outstanding
+// Accounting is exact: Stats reports UsedBytes (block lengths of sealed
+// blocks), ReservedBytes (slot sizes of sealed blocks and outstanding
 // reservations) and CapacityBytes (the mapping's length: the capacity given
 // to New rounded down to a whole chunk). SlotSize says what a block of a
 // given length will consume.
 //
 // # Generations
 //
-// Every time a slot is handed out (by Reserve or Put) the generation of its
-// start page is bumped (30 bits, wrapping to 1; 0 is never live) and returned
-// in tiers.Slot.Gen. Commit and Abort act only on the exact outstanding
-// reservation (offset and generation); anything else is ErrNotReserved.
+// Every time a slot is handed out (by Alloc) the generation of its start
+// page is bumped (30 bits, wrapping to 1; 0 is never live) and returned in
+// tiers.Slot.Gen. Seal and Abort act only on the exact outstanding
+// reservation (offset and generation), anything else is ErrNotReserved, and
+// Free only on the exact sealed block, anything else is ErrNotSealed.
 // Validate tells whether a slot is still live, so the data plane can reject a
 // client that holds a slot that was freed and handed out again.
 //
 // # Concurrency
 //
-// The key index is 64 shards, each a map behind its own RWMutex; no lock or
-// counter is shared by every operation (Stats sums per-shard and per-class
-// counters). Each size class has a mutex over its spans' free bitmaps, held
-// for a few bit operations per Reserve and free; when every block has the
+// No lock or counter is shared by every operation (Stats sums counters
+// spread by offset and per class). Each size class has a mutex over its
+// spans' free bitmaps, held for a few bit operations per Alloc and free; when every block has the
 // same size, as with one model, all of them share that one mutex. A mutex
 // over the chunk pool is taken only when a span is carved or released. The
-// state of a slot (free, reserved, committed, generation) is an atomic word,
-// and whoever swaps it out of reserved or committed is the one that frees the
-// slot, so a double Abort or an Abort racing a Commit cannot free twice.
-// Put, Get, Reserve, Commit, Abort, View, Delete and Validate allocate
-// nothing on the Go heap in steady state (errors other than a miss do).
+// state of a slot (free, reserved, sealed, generation) is an atomic word,
+// and whoever swaps it out of reserved or sealed is the one that frees the
+// slot, so a double Abort or an Abort racing a Seal cannot free twice.
+// Alloc, Seal, Abort, Free, Bytes and Validate allocate nothing on the Go
+// heap in steady state (errors other than a full arena do).
 //
 // # Caveats
 //
-//   - A view returned by Reserve is valid until Commit (then as the block's
-//     view) or Abort. A view returned by View is valid until the block is
-//     deleted or replaced, after which its bytes are reused for other blocks
-//     without notice. The Store's pins guarantee this: it never deletes or
-//     replaces a pinned block. Never keep a view past Release.
-//   - Get copies under the key's shard read lock, so it is never torn; a
-//     Delete or replacing Put of a key in the same shard waits for the copy.
+//   - A view returned by Alloc, or by Bytes for a sealed slot, is valid
+//     until the slot is aborted or freed, after which its bytes are reused
+//     for other blocks without notice. The Store's pins guarantee this: it
+//     never frees a pinned block's slot. Never keep a view past Release.
 //   - Bytes in DRAM carry no checksum (memory is trusted; the NVMe tier
 //     checksums its frames), so Stats().Corrupt is always 0.
-//   - Close waits for the copies of Put and Get in flight, then unmaps;
-//     afterwards every method returns tiers.ErrClosed. Views, Base and File
-//     obtained earlier (or by a Reserve or View racing with Close) must not
-//     be used after Close: touching an unmapped view crashes the process.
+//   - Close unmaps; afterwards every method returns tiers.ErrClosed. Views,
+//     Base and File obtained earlier (or by an Alloc racing with Close) must
+//     not be used after Close: touching an unmapped view crashes the process.
 //     Stop using the tier before closing it, as the Store does.
 //   - Generations are sequential, so they detect stale slots, not hostile
 //     ones: the daemon must check that a client commits or aborts only

@@ -11,15 +11,17 @@ import (
 	"github.com/kvtier/kvtier/tiers"
 )
 
-// newArena returns an arena closed at the end of the test.
-func newArena(t testing.TB, capacity int64, opts ...Option) *Arena {
+// newArena returns an arena, with the tests' key index over it, closed at
+// the end of the test.
+func newArena(t testing.TB, capacity int64, opts ...Option) *keyed {
 	t.Helper()
 	a, err := New(capacity, opts...)
 	if err != nil {
 		t.Fatalf("New(%d): %v", capacity, err)
 	}
-	t.Cleanup(func() { _ = a.Close() })
-	return a
+	k := keyedOf(a)
+	t.Cleanup(func() { _ = k.Close() })
+	return k
 }
 
 // testKey returns a valid key numbered i.
@@ -104,7 +106,8 @@ func check(b []byte) (uint64, error) {
 
 // checkInvariants cross-checks every structure of a quiescent arena: chunk
 // pool, spans, slot bitmaps, meta words, the index and the counters.
-func checkInvariants(t testing.TB, a *Arena) {
+func checkInvariants(t testing.TB, ka *keyed) {
+	a := ka.Arena
 	t.Helper()
 	for i := range a.classes { // lock order: class, then chunk pool
 		a.classes[i].mu.Lock()
@@ -203,29 +206,21 @@ func checkInvariants(t testing.TB, a *Arena) {
 		}
 	}
 	var used, blocks int64
-	committed := 0
+	sealed := 0
 	for _, w := range live {
-		if w&stateMask == stateCommitted {
-			committed++
+		if w&stateMask == stateSealed {
+			sealed++
 		}
 	}
-	for i := range a.shards {
-		sh := &a.shards[i]
-		sh.mu.RLock()
-		for k, e := range sh.m {
-			if a.shard(k) != sh {
-				t.Fatalf("%v is in the wrong shard", k)
-			}
-			if w := live[e.off]; w != e.gen<<genShift|stateCommitted {
-				t.Fatalf("%v: slot %d gen %d has meta %#x", k, e.off, e.gen, w)
-			}
-			used += e.len
-			blocks++
+	for k, s := range ka.indexed() {
+		if w := live[s.Offset]; w != s.Gen<<genShift|stateSealed {
+			t.Fatalf("%v: slot %d gen %d has meta %#x", k, s.Offset, s.Gen, w)
 		}
-		sh.mu.RUnlock()
+		used += s.Len
+		blocks++
 	}
-	if int64(committed) != blocks {
-		t.Fatalf("%d committed slots, %d indexed blocks", committed, blocks)
+	if int64(sealed) != blocks {
+		t.Fatalf("%d sealed slots, %d indexed blocks", sealed, blocks)
 	}
 	st := a.Stats()
 	if st.UsedBytes != used || st.Blocks != blocks || st.ReservedBytes != reserved {

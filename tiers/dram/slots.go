@@ -9,12 +9,9 @@ import (
 // The slot-addressed API: blocks named by their tiers.Slot, with no key
 // index. The Store uses it, keeping each block's slot in its own index, so
 // the DRAM tier costs the Go heap nothing per block. A slot goes
-// Alloc → (fill) → Seal → … → Free, or Alloc → Abort. Slots sealed here are
-// never in the key index, and keyed blocks (Put, Commit) are never sealed:
-// the two kinds are told apart by their state, so Free cannot free a keyed
-// block and Delete cannot free a sealed one.
+// Alloc → (fill) → Seal → … → Free, or Alloc → Abort.
 
-// Alloc reserves a slot of n bytes, as Reserve does for a layout. Fill the
+// Alloc reserves a slot of n bytes. Fill the
 // returned bytes, then Seal or Abort. The error wraps tiers.ErrFull when
 // there is no room.
 func (a *Arena) Alloc(n int64) (tiers.Slot, []byte, error) {
@@ -46,8 +43,8 @@ func (a *Arena) Seal(s tiers.Slot) error {
 }
 
 // Free releases the sealed slot s. Freeing anything else (a reservation, a
-// keyed block, a slot already freed or handed out again) is ErrNotSealed and
-// changes nothing.
+// slot already freed or handed out again) is ErrNotSealed and changes
+// nothing.
 func (a *Arena) Free(s tiers.Slot) error {
 	if err := a.releaseFrom(s, stateSealed, ErrNotSealed); err != nil {
 		return err

@@ -76,7 +76,7 @@ func TestConcurrentStress(t *testing.T) {
 	checkInvariants(t, a)
 }
 
-func stressWorker(a *Arena, w, ops int, shared []tiers.Key, ownKeys int, sizes []int64, layouts []tiers.Layout, puts, fulls *atomic.Int64) error {
+func stressWorker(a *keyed, w, ops int, shared []tiers.Key, ownKeys int, sizes []int64, layouts []tiers.Layout, puts, fulls *atomic.Int64) error {
 	rng := rand.New(rand.NewPCG(uint64(w), 99))
 	buf := make([]byte, 0, sizes[len(sizes)-1])
 	data := make([]byte, sizes[len(sizes)-1])
@@ -208,10 +208,11 @@ func stressWorker(a *Arena, w, ops int, shared []tiers.Key, ownKeys int, sizes [
 // TestCloseConcurrent closes the arena under running puts and gets: they
 // finish or fail with ErrClosed, and nothing touches the unmapped arena.
 func TestCloseConcurrent(t *testing.T) {
-	a, err := New(8 * MiB)
+	arena, err := New(8 * MiB)
 	if err != nil {
 		t.Fatal(err)
 	}
+	a := keyedOf(arena)
 	const n = 256 * KiB
 	l := layoutFor(t, n)
 	var wg sync.WaitGroup

@@ -13,8 +13,10 @@
 //     disk at Open, and reads at the newest, so no transaction waits on
 //     Badger's oracle (see badgerStore). Superseded and deleted versions
 //     become discardable at each collection's flush.
-//   - The frames: Put encodes with codec.Encode in the namespace's mode
-//     (WithCodecMode, default codec.Raw) into a pooled buffer; Get verifies
+//   - The frames: the Store encodes blocks in its codec policy's NVMe mode
+//     (tiers.Codecs) and stores them with PutFrame, which verifies the
+//     checksum and keeps the frame as it is; Put stores a raw frame,
+//     encoded with codec.Encode into a pooled buffer. Get verifies
 //     the CRC-32C of every frame with codec.Decode into the caller's dst.
 //     Get reads the frame with one O_DIRECT pread of the value log file at
 //     the value pointer Badger holds (direct.go; WithDirectReads(false)

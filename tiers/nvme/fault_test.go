@@ -72,7 +72,7 @@ func TestReadFaults(t *testing.T) {
 		mustPut(t, tr, k, l, d)
 		f.failRead.Store(f.reads.Load() + 1)
 		_, got, err := tr.Get(ctx, k, []byte("dst"))
-		if !errors.Is(err, errInjected) || tiers.IsCorruption(err) || string(got) != "dst" {
+		if !errors.Is(err, errInjected) || tiers.IsCorrupt(err) || string(got) != "dst" {
 			t.Fatalf("Get = %q, %v; want the injected error and dst unchanged", got, err)
 		}
 		if s := tr.Stats(); s.Corrupt != 0 || s.Blocks != 1 {

@@ -244,9 +244,9 @@ func (t *Tier) getBuf(n int) *[]byte {
 	return bp
 }
 
-// Put encodes data with the namespace's codec mode and stores the frame
-// under k, replacing any copy there. It fails with an error wrapping
-// tiers.ErrFull when the frame does not fit in the remaining capacity (and
+// Put stores data under k in a raw frame (checksummed, not compressed),
+// replacing any copy there; the Store stores frames in its codec policy's
+// mode with PutFrame instead. It fails with an error wrapping tiers.ErrFull when the frame does not fit in the remaining capacity (and
 // also tiers.ErrExhausted when it could never fit), tiers.ErrInvalid for a
 // bad key or a length that does not match l, and ErrStore when Badger fails;
 // on any error nothing is indexed and the previous copy, if any, remains.
@@ -258,7 +258,7 @@ func (t *Tier) Put(ctx context.Context, k tiers.Key, l tiers.Layout, data []byte
 	if err := l.CheckLen(len(data)); err != nil {
 		return fmt.Errorf("%w: nvme: put %v: %w", tiers.ErrInvalid, k, err)
 	}
-	mode := t.cfg.mode(k.Namespace)
+	const mode = codec.Raw // the Store encodes in its codec policy's mode and calls PutFrame
 	bp := t.getBuf(codec.MaxFrameLen(l, mode))
 	defer t.bufs.Put(bp)
 	frame, err := codec.Encode((*bp)[:0], l, data, codec.Options{Mode: mode})

@@ -132,23 +132,6 @@ func TestTierOps(t *testing.T) {
 				t.Fatalf("stats %+v, want the one block", s)
 			}
 		}},
-		{"codec mode per namespace", func(t *testing.T, tr *Tier) {
-			// The tier asks for the namespace's mode; an unsupported mode is
-			// refused as invalid and stores nothing.
-			tr.cfg.mode = func(ns string) codec.Mode {
-				if ns == "odd" {
-					return codec.Mode(200)
-				}
-				return codec.Raw
-			}
-			if err := tr.Put(ctx, testKey("odd", 1), l1, block(l1, 9)); !errors.Is(err, tiers.ErrInvalid) {
-				t.Fatalf("Put with unknown mode: %v, want ErrInvalid", err)
-			}
-			mustPut(t, tr, k, l1, block(l1, 9))
-			if s := tr.Stats(); s.Blocks != 1 {
-				t.Fatalf("stats %+v", s)
-			}
-		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -416,7 +399,6 @@ func TestOpenErrors(t *testing.T) {
 		{"zero capacity", t.TempDir(), 0, nil, tiers.ErrInvalid},
 		{"bad discard ratio", t.TempDir(), 1 << 20, []Option{WithDiscardRatio(1)}, tiers.ErrInvalid},
 		{"tiny value log", t.TempDir(), 1 << 20, []Option{WithValueLogFileSize(1 << 10)}, tiers.ErrInvalid},
-		{"nil mode function", t.TempDir(), 1 << 20, []Option{WithCodecMode(nil)}, tiers.ErrInvalid},
 		{"foreign badger database", foreign, 1 << 20, nil, ErrFormat},
 		{"path is a file", notDir, 1 << 20, nil, ErrStore},
 	}
@@ -527,22 +509,23 @@ func TestEntryValue(t *testing.T) {
 	}
 }
 
-// TestCodecModePerNamespace stores one namespace losslessly compressed and
-// checks that blocks come back bit-exact and that capacity is charged the
-// encoded frame length, not the block length.
-func TestCodecModePerNamespace(t *testing.T) {
+// TestFramesChargedByLength stores one block as a lossless frame (as the
+// Store does in that NVMe mode) and one with Put (a raw frame), and checks
+// that both come back bit-exact and that capacity is charged the frame
+// length, not the block length.
+func TestFramesChargedByLength(t *testing.T) {
 	ctx := context.Background()
-	mode := func(ns string) codec.Mode {
-		if ns == "packed" {
-			return codec.Lossless
-		}
-		return codec.Raw
-	}
 	dir := t.TempDir()
-	tr := openTest(t, dir, 1<<30, WithCodecMode(mode))
+	tr := openTest(t, dir, 1<<30)
 	l := testLayout(64)
 	zeros := make([]byte, l.Size()) // compresses well
-	mustPut(t, tr, testKey("packed", 1), l, zeros)
+	frame, err := codec.Encode(nil, l, zeros, codec.Options{Mode: codec.Lossless})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.PutFrame(ctx, testKey("packed", 1), frame); err != nil {
+		t.Fatal(err)
+	}
 	mustPut(t, tr, testKey("plain", 1), l, zeros)
 	sizes := map[string]int64{}
 	if err := tr.Scan(ctx, func(k tiers.Key, _ tiers.Layout, size int64) error {

@@ -4,15 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
-
-	"github.com/kvtier/kvtier/codec"
 )
 
 // Option configures Open.
 type Option func(*config)
 
 type config struct {
-	mode         func(ns string) codec.Mode
 	syncWrites   bool
 	gcInterval   time.Duration
 	gcAfterBytes int64
@@ -48,7 +45,6 @@ func defaultConfig(capacity int64) config {
 		after = c
 	}
 	return config{
-		mode:         func(string) codec.Mode { return codec.Raw },
 		gcInterval:   DefaultGCInterval,
 		gcAfterBytes: after,
 		discardRatio: DefaultDiscardRatio,
@@ -64,8 +60,6 @@ func defaultConfig(capacity int64) config {
 
 func (c *config) validate() error {
 	switch {
-	case c.mode == nil:
-		return fmt.Errorf("codec mode function is nil")
 	case c.gcInterval < 0:
 		return fmt.Errorf("gc interval %v is negative", c.gcInterval)
 	case c.gcAfterBytes < 0:
@@ -78,12 +72,6 @@ func (c *config) validate() error {
 		return fmt.Errorf("memtable size %d below 1 MiB", c.memTableSize)
 	}
 	return nil
-}
-
-// WithCodecMode picks the codec mode of each namespace's frames (default
-// codec.Raw for every namespace). fn must be safe for concurrent use.
-func WithCodecMode(fn func(ns string) codec.Mode) Option {
-	return func(c *config) { c.mode = fn }
 }
 
 // WithSyncWrites makes every Put durable before it returns (Badger

@@ -13,17 +13,22 @@ import (
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 )
 
-// serverCodec is the proto codec, except that a PutRequest received into a
+// gRPC calls what turns messages into bytes a codec (encoding.CodecV2); in
+// kvtier "codec" means only the block quantizer, so these are the wire
+// marshalers. Field numbers come from internal/wire, checked there against
+// the generated descriptors.
+
+// serverWire is gRPC's proto marshaler, except that a PutRequest received into a
 // *putMsg has its data copied straight from gRPC's receive buffers into the
 // block's DRAM reservation: no allocation and no intermediate copy per
 // chunk; and that Lookup's messages, which for long chains are mostly one
 // bytes field or one packed enum, are decoded and encoded in one pass (see
-// lookup_codec.go). Its name is "proto", so the wire is unchanged.
-type serverCodec struct{ base encoding.CodecV2 }
+// wire_lookup.go). Its name is "proto", so the wire is unchanged.
+type serverWire struct{ base encoding.CodecV2 }
 
-func newServerCodec() serverCodec { return serverCodec{encoding.GetCodecV2(grpcproto.Name)} }
+func newServerWire() serverWire { return serverWire{encoding.GetCodecV2(grpcproto.Name)} }
 
-func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
+func (c serverWire) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*pb.LookupResponse); ok {
 		if data, ok := encodeLookupResponse(r); ok {
 			recycleLookupTiers(r)
@@ -33,9 +38,9 @@ func (c serverCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.base.Marshal(v)
 }
 
-func (c serverCodec) Name() string { return grpcproto.Name }
+func (c serverWire) Name() string { return grpcproto.Name }
 
-func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
+func (c serverWire) Unmarshal(data mem.BufferSlice, v any) error {
 	if m, ok := v.(*putMsg); ok {
 		r := data.Reader()
 		defer r.Close()
@@ -74,12 +79,6 @@ func (m *putMsg) limit() int {
 
 var errMalformedPut = fieldErr("PutRequest", "malformed message")
 
-// Field numbers of PutRequest.
-const (
-	putHeaderField = 1
-	putDataField   = 2
-)
-
 func (m *putMsg) decode(r *mem.Reader) {
 	first := m.first
 	m.first = false
@@ -95,7 +94,7 @@ func (m *putMsg) decode(r *mem.Reader) {
 			continue
 		}
 		switch num {
-		case putHeaderField:
+		case wire.PutRequestHeader:
 			if !first {
 				m.err = fieldErr("header", "only allowed in the first message")
 				return
@@ -117,7 +116,7 @@ func (m *putMsg) decode(r *mem.Reader) {
 				m.write(early)
 				early = nil
 			}
-		case putDataField:
+		case wire.PutRequestData:
 			m.sawData = true
 			if n > MaxChunkBytes {
 				m.err = fieldErr("data", "chunk of %d bytes exceeds %d", n, MaxChunkBytes)

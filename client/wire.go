@@ -15,18 +15,18 @@ import (
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 )
 
-// getCodec is the proto codec, except that it decodes GetResponse messages
+// getWire is gRPC's proto marshaler, except that it decodes GetResponse messages
 // received into a *getChunk by copying the data field straight from gRPC's
 // receive buffers into the caller's buffer: no 1 MiB allocation and no
 // intermediate copy per chunk. Its name is "proto", so the wire is unchanged.
-type getCodec struct{ base encoding.CodecV2 }
+type getWire struct{ base encoding.CodecV2 }
 
-var protoCodec = encoding.GetCodecV2(grpcproto.Name)
+var protoWire = encoding.GetCodecV2(grpcproto.Name)
 
-func (c getCodec) Marshal(v any) (mem.BufferSlice, error) { return c.base.Marshal(v) }
-func (c getCodec) Name() string                           { return grpcproto.Name }
+func (c getWire) Marshal(v any) (mem.BufferSlice, error) { return c.base.Marshal(v) }
+func (c getWire) Name() string                           { return grpcproto.Name }
 
-func (c getCodec) Unmarshal(data mem.BufferSlice, v any) error {
+func (c getWire) Unmarshal(data mem.BufferSlice, v any) error {
 	if g, ok := v.(*getChunk); ok {
 		r := data.Reader()
 		defer r.Close()
@@ -49,14 +49,6 @@ var preallocLimit uint64 = 64 << 20
 
 var errBadGetResponse = errors.New("client: malformed GetResponse")
 
-// Field numbers of GetResponse.
-const (
-	getLayoutField = 1
-	getFromField   = 2
-	getTotalField  = 3
-	getDataField   = 4
-)
-
 func (g *getChunk) decode(r *mem.Reader) error {
 	for r.Remaining() > 0 {
 		num, typ, v, err := wire.Next(r)
@@ -64,9 +56,9 @@ func (g *getChunk) decode(r *mem.Reader) error {
 			return errBadGetResponse
 		}
 		switch {
-		case typ == protowire.VarintType && num == getFromField:
+		case typ == protowire.VarintType && num == wire.GetResponseFrom:
 			g.from = pb.Tier(int32(v))
-		case typ == protowire.VarintType && num == getTotalField:
+		case typ == protowire.VarintType && num == wire.GetResponseTotalBytes:
 			g.total = v
 			// Size the buffer for the block, trusting the daemon only up
 			// to preallocLimit; data beyond that grows it as needed.
@@ -75,7 +67,7 @@ func (g *getChunk) decode(r *mem.Reader) error {
 				copy(nd, g.dst)
 				g.dst = nd
 			}
-		case typ == protowire.BytesType && num == getDataField:
+		case typ == protowire.BytesType && num == wire.GetResponseData:
 			off := len(g.dst)
 			if uint64(cap(g.dst)-off) < v {
 				nd := make([]byte, off, max(off+int(v), 2*cap(g.dst)))
@@ -86,7 +78,7 @@ func (g *getChunk) decode(r *mem.Reader) error {
 			if _, err := io.ReadFull(r, g.dst[off:]); err != nil {
 				return errBadGetResponse
 			}
-		case typ == protowire.BytesType && num == getLayoutField:
+		case typ == protowire.BytesType && num == wire.GetResponseLayout:
 			b := make([]byte, v)
 			if _, err := io.ReadFull(r, b); err != nil {
 				return errBadGetResponse

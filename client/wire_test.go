@@ -24,7 +24,7 @@ func TestGetDecode(t *testing.T) {
 	data := bytes.Repeat([]byte{1, 2, 3}, 100)
 	first, _ := proto.Marshal(&pb.GetResponse{Layout: &pb.Layout{Dtype: 1, Tokens: 5}, From: pb.Tier_TIER_NVME, TotalBytes: uint64(len(data)), Data: data[:100]})
 	rest, _ := proto.Marshal(&pb.GetResponse{Data: data[100:]})
-	c := getCodec{protoCodec}
+	c := getWire{protoWire}
 	for _, piece := range []int{1, 3, 1000} {
 		for _, dst := range [][]byte{nil, make([]byte, 0, 1000)} {
 			g := getChunk{dst: dst}
@@ -48,7 +48,7 @@ func FuzzGetDecode(f *testing.F) {
 	b, _ := proto.Marshal(&pb.GetResponse{Layout: &pb.Layout{Dtype: 1}, TotalBytes: 10, Data: []byte("0123456789")})
 	f.Add(b, uint8(2))
 	f.Add([]byte{0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}, uint8(0))
-	c := getCodec{protoCodec}
+	c := getWire{protoWire}
 	preallocLimit = 1 << 20 // huge total_bytes values would make every execution slow
 	f.Fuzz(func(t *testing.T, b []byte, piece uint8) {
 		g := getChunk{}

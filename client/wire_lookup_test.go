@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kvtier/kvtier/internal/wire"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 )
 
@@ -22,9 +23,9 @@ func TestDecodeLookupResponse(t *testing.T) {
 		return b
 	}
 	// Tiers sent unpacked, one varint each, as an older encoder may.
-	unpacked := protowire.AppendVarint(protowire.AppendTag(nil, lookupCachedField, protowire.VarintType), 2)
+	unpacked := protowire.AppendVarint(protowire.AppendTag(nil, wire.LookupResponseCachedBlocks, protowire.VarintType), 2)
 	for _, v := range []uint64{1, 3} {
-		unpacked = protowire.AppendVarint(protowire.AppendTag(unpacked, lookupTiersField, protowire.VarintType), v)
+		unpacked = protowire.AppendVarint(protowire.AppendTag(unpacked, wire.LookupResponseTiers, protowire.VarintType), v)
 	}
 	// A tier past 0x7f (none exists today) takes a longer varint.
 	wide := &pb.LookupResponse{CachedBlocks: 3, Tiers: []pb.Tier{1, 300, 2}}
@@ -67,21 +68,21 @@ func TestDecodeLookupResponse(t *testing.T) {
 	}
 }
 
-// TestLookupCodecUnmarshal: the codec answers like proto for what the fast
+// TestLookupWireUnmarshal: the marshaler answers like proto for what the fast
 // path leaves to it.
-func TestLookupCodecUnmarshal(t *testing.T) {
+func TestLookupWireUnmarshal(t *testing.T) {
 	want := &pb.LookupResponse{CachedBlocks: 2, TotalBlocks: 4, Tiers: []pb.Tier{1, 2}, Hashes: [][]byte{{1}, {2}}}
 	b, _ := proto.Marshal(want)
 	for _, piece := range []int{1, 7, len(b)} {
 		got := &pb.LookupResponse{Tiers: make([]pb.Tier, 10)}
-		if err := (lookupCodec{}).Unmarshal(pieces(b, piece), got); err != nil {
+		if err := (lookupWire{}).Unmarshal(pieces(b, piece), got); err != nil {
 			t.Fatal(err)
 		}
 		if !proto.Equal(got, want) {
 			t.Fatalf("piece %d: got %v", piece, got)
 		}
 	}
-	if err := (lookupCodec{}).Unmarshal(pieces(b[:len(b)-1], 3), new(pb.LookupResponse)); err == nil {
+	if err := (lookupWire{}).Unmarshal(pieces(b[:len(b)-1], 3), new(pb.LookupResponse)); err == nil {
 		t.Error("a truncated response decoded")
 	}
 }

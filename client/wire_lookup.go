@@ -8,31 +8,32 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kvtier/kvtier/internal/wire"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 )
 
-// lookupCodec is the proto codec for Lookup calls, except that the request
+// lookupWire is gRPC's proto marshaler for Lookup calls, except that the request
 // is encoded into a buffer from requestPool, which does not clear it first
-// (the base codec takes one from gRPC's pool, rounded up to the pool's next
+// (the base marshaler takes one from gRPC's pool, rounded up to the pool's next
 // size, 1 MiB for the 128 KiB request of an 8192-block chain, and clears
 // all of it); and that a response is decoded into the tiers slice it
 // already has (see LookupInto). Its name is "proto", so the wire is
 // unchanged.
-type lookupCodec struct{}
+type lookupWire struct{}
 
-// lookupCall makes a call use lookupCodec.
-var lookupCall = grpc.ForceCodecV2(lookupCodec{})
+// lookupCall makes a call use lookupWire.
+var lookupCall = grpc.ForceCodecV2(lookupWire{})
 
-func (lookupCodec) Name() string { return protoCodec.Name() }
+func (lookupWire) Name() string { return protoWire.Name() }
 
-func (lookupCodec) Marshal(v any) (mem.BufferSlice, error) {
+func (lookupWire) Marshal(v any) (mem.BufferSlice, error) {
 	m, ok := v.(proto.Message)
 	if !ok {
-		return protoCodec.Marshal(v)
+		return protoWire.Marshal(v)
 	}
 	size := proto.Size(m)
 	if mem.IsBelowBufferPoolingThreshold(size) {
-		return protoCodec.Marshal(v)
+		return protoWire.Marshal(v)
 	}
 	buf := requestPool.Get(size)
 	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend((*buf)[:0], m)
@@ -44,10 +45,10 @@ func (lookupCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return mem.BufferSlice{mem.NewBuffer(buf, requestPool)}, nil
 }
 
-func (lookupCodec) Unmarshal(data mem.BufferSlice, v any) error {
+func (lookupWire) Unmarshal(data mem.BufferSlice, v any) error {
 	r, ok := v.(*pb.LookupResponse)
 	if !ok {
-		return protoCodec.Unmarshal(data, v)
+		return protoWire.Unmarshal(data, v)
 	}
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
@@ -56,13 +57,6 @@ func (lookupCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	return proto.Unmarshal(buf.ReadOnlyData(), r)
 }
-
-// Field numbers of LookupResponse.
-const (
-	lookupCachedField = 1
-	lookupTotalField  = 2
-	lookupTiersField  = 3
-)
 
 // decodeLookupResponse decodes b into r as proto.Unmarshal would, reusing
 // r's tiers slice (proto's decoder allocates a new one for every packed
@@ -79,25 +73,25 @@ func decodeLookupResponse(b []byte, r *pb.LookupResponse) bool {
 		}
 		b = b[n:]
 		switch {
-		case (num == lookupCachedField || num == lookupTotalField) && typ == protowire.VarintType:
+		case (num == wire.LookupResponseCachedBlocks || num == wire.LookupResponseTotalBlocks) && typ == protowire.VarintType:
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return false
 			}
 			b = b[n:]
-			if num == lookupCachedField {
+			if num == wire.LookupResponseCachedBlocks {
 				cached = v
 			} else {
 				total = v
 			}
-		case num == lookupTiersField && typ == protowire.VarintType:
+		case num == wire.LookupResponseTiers && typ == protowire.VarintType:
 			v, n := protowire.ConsumeVarint(b)
 			if n < 0 {
 				return false
 			}
 			b = b[n:]
 			tiers = append(tiers, pb.Tier(int32(v)))
-		case num == lookupTiersField && typ == protowire.BytesType:
+		case num == wire.LookupResponseTiers && typ == protowire.BytesType:
 			p, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return false

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kvtier/kvtier/internal/wire"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 )
 
@@ -31,7 +32,7 @@ func decodeSmall(t testing.TB) {
 func TestDecodeLookupRequest(t *testing.T) {
 	small := marshalled(t, &pb.LookupRequest{Namespace: "m", PackedHashes: make([]byte, 64), HashSize: 16})
 	if decodeLookupRequest(split(small, 1<<20), new(pb.LookupRequest)) {
-		t.Fatal("decoded a small request: the base codec should")
+		t.Fatal("decoded a small request: the base marshaler should")
 	}
 	decodeSmall(t)
 	packed := bytes.Repeat([]byte{0xa5, 1, 2, 3}, 4*1024)
@@ -47,17 +48,17 @@ func TestDecodeLookupRequest(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		wire []byte
-		ok   bool // decodeLookupRequest takes it (else the base codec does)
+		ok   bool // decodeLookupRequest takes it (else the base marshaler does)
 	}{
 		{"empty", nil, true},
 		{"packed only", marshalled(t, &pb.LookupRequest{Namespace: "m", PackedHashes: packed, HashSize: 16}), true},
 		{"every field", marshalled(t, full), true},
-		{"empty packed", protowire.AppendBytes(protowire.AppendTag(nil, lookupPackedField, protowire.BytesType), nil), true},
+		{"empty packed", protowire.AppendBytes(protowire.AppendTag(nil, wire.LookupRequestPackedHashes, protowire.BytesType), nil), true},
 		{"packed twice: the last wins", twice, true},
 		{"unknown fields", unknown, true},
 		{"group", protowire.AppendTag(nil, 50, protowire.StartGroupType), false},
 		{"field number 0", protowire.AppendVarint(protowire.AppendTag(nil, 0, protowire.VarintType), 1), false},
-		{"field number too big", protowire.AppendVarint(protowire.AppendVarint(nil, uint64(1)<<35|lookupPackedField<<3|2), 1), false},
+		{"field number too big", protowire.AppendVarint(protowire.AppendVarint(nil, uint64(1)<<35|uint64(wire.LookupRequestPackedHashes)<<3|2), 1), false},
 		{"truncated varint", []byte{0x08, 0x80}, false},
 		{"truncated packed", marshalled(t, &pb.LookupRequest{PackedHashes: packed})[:100], false},
 		{"truncated fixed64", protowire.AppendTag(nil, 101, protowire.Fixed64Type), false},
@@ -116,7 +117,7 @@ func TestEncodeLookupResponse(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		resp *pb.LookupResponse
-		ok   bool // encodeLookupResponse takes it (else the base codec does)
+		ok   bool // encodeLookupResponse takes it (else the base marshaler does)
 	}{
 		{"empty", &pb.LookupResponse{}, true},
 		{"nothing cached", &pb.LookupResponse{TotalBlocks: 12}, true},
@@ -150,12 +151,12 @@ func TestEncodeLookupResponse(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, ok := encodeLookupResponse(&r); ok {
-			t.Fatal("encoded a response with unknown fields; the base codec must keep them")
+			t.Fatal("encoded a response with unknown fields; the base marshaler must keep them")
 		}
 	})
 }
 
-// TestLookupTiersRecycled: the server's codec takes a response's tiers
+// TestLookupTiersRecycled: the server's marshaler takes a response's tiers
 // slice for reuse once it has encoded them, and the bytes it sent are
 // unaffected by the slice's next user.
 func TestLookupTiersRecycled(t *testing.T) {
@@ -168,13 +169,13 @@ func TestLookupTiersRecycled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := newServerCodec().Marshal(resp)
+	data, err := newServerWire().Marshal(resp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer data.Free()
 	if resp.Tiers != nil {
-		t.Fatal("the codec left the tiers slice in the response")
+		t.Fatal("the marshaler left the tiers slice in the response")
 	}
 	for i := range tiers { // what the next Lookup that gets the slice may do
 		tiers[i] = pb.Tier_TIER_UNSPECIFIED

@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kvtier/kvtier/codec/kvfile"
+	"github.com/kvtier/kvtier/internal/kvfile"
 )
 
-const fixture = "../testdata/kv/kv-p00.bin"
+const fixture = "../../codec/testdata/kv/kv-p00.bin"
 
 func TestOpenFixture(t *testing.T) {
 	f, err := kvfile.Open(fixture)
@@ -97,7 +97,7 @@ func TestAttnProbsRecompute(t *testing.T) {
 }
 
 func TestParseRejects(t *testing.T) {
-	meta, err := os.ReadFile("../testdata/kv/kv-p00.json")
+	meta, err := os.ReadFile("../../codec/testdata/kv/kv-p00.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestHalfToFloat32(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	meta, _ := os.ReadFile("../testdata/kv/kv-p00.json")
+	meta, _ := os.ReadFile("../../codec/testdata/kv/kv-p00.json")
 	f.Add(meta, []byte{1, 2, 3})
 	f.Add([]byte(`{"format":"tinylm-kv-dump/1","tensors":[{"name":"x","dtype":"float32","shape":[2],"offset":0,"nbytes":8}]}`), make([]byte, 8))
 	f.Fuzz(func(t *testing.T, meta, data []byte) {

@@ -1,12 +1,14 @@
-package codec
+package kveval
 
 import (
 	"fmt"
 	"math"
+
+	"github.com/kvtier/kvtier/codec"
 )
 
 // Quality metrics comparing a reference tensor with its decoded copy. They work
-// on float32 slices; ToFloat32 converts a block.
+// on float32 slices; SplitKV converts a block.
 
 // RelError returns the relative Frobenius error ‖got − ref‖ / ‖ref‖. It is 0 when
 // both are all zeros and +Inf when only ref is. Lengths must match.
@@ -142,13 +144,13 @@ func Attention(q Queries, k, v, k2, v2 []float32, kvHeads, tokens, headDim int) 
 	n := kvHeads * tokens * headDim
 	switch {
 	case kvHeads <= 0 || tokens <= 0 || headDim <= 0:
-		return s, fmt.Errorf("%w: attention shape %d×%d×%d", ErrLayout, kvHeads, tokens, headDim)
+		return s, fmt.Errorf("%w: attention shape %d×%d×%d", codec.ErrLayout, kvHeads, tokens, headDim)
 	case len(k) != n || len(v) != n || len(k2) != n || len(v2) != n:
-		return s, fmt.Errorf("%w: K/V lengths %d/%d/%d/%d, want %d", ErrSize, len(k), len(v), len(k2), len(v2), n)
+		return s, fmt.Errorf("%w: K/V lengths %d/%d/%d/%d, want %d", codec.ErrSize, len(k), len(v), len(k2), len(v2), n)
 	case q.Heads <= 0 || q.Heads%kvHeads != 0 || q.Rows <= 0 || len(q.Q) != q.Heads*q.Rows*headDim:
-		return s, fmt.Errorf("%w: %d query heads × %d rows in %d values", ErrSize, q.Heads, q.Rows, len(q.Q))
+		return s, fmt.Errorf("%w: %d query heads × %d rows in %d values", codec.ErrSize, q.Heads, q.Rows, len(q.Q))
 	case q.Visible != nil && len(q.Visible) != q.Rows:
-		return s, fmt.Errorf("%w: %d visible counts for %d rows", ErrSize, len(q.Visible), q.Rows)
+		return s, fmt.Errorf("%w: %d visible counts for %d rows", codec.ErrSize, len(q.Visible), q.Rows)
 	}
 	group := q.Heads / kvHeads
 	scale := 1 / math.Sqrt(float64(headDim))
@@ -221,27 +223,27 @@ func softmaxScores(p []float64, q []float32, k []float32, headDim int, scale flo
 
 // SplitKV converts a block to float32 and returns its keys and values, each
 // [layers][kv_heads][tokens][head_dim] whatever the block's Order.
-func SplitKV(l Layout, raw []byte) (k, v []float32, err error) {
+func SplitKV(l codec.Layout, raw []byte) (k, v []float32, err error) {
 	if err := l.CheckLen(len(raw)); err != nil {
 		return nil, nil, err
 	}
 	n := int(l.Elems())
-	if l.DType == FP8 {
-		return nil, nil, fmt.Errorf("%w: fp8 has no float32 view", ErrMode)
+	if l.DType == codec.FP8 {
+		return nil, nil, fmt.Errorf("%w: fp8 has no float32 view", codec.ErrMode)
 	}
 	all := make([]float32, n)
 	for i := range all {
 		switch l.DType {
-		case FP16:
-			all[i] = HalfToFloat32(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
-		case BF16:
-			all[i] = BFloat16ToFloat32(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
-		case FP32:
+		case codec.FP16:
+			all[i] = codec.HalfToFloat32(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
+		case codec.BF16:
+			all[i] = codec.BFloat16ToFloat32(uint16(raw[2*i]) | uint16(raw[2*i+1])<<8)
+		case codec.FP32:
 			all[i] = math.Float32frombits(uint32(raw[4*i]) | uint32(raw[4*i+1])<<8 | uint32(raw[4*i+2])<<16 | uint32(raw[4*i+3])<<24)
 		}
 	}
 	half := n / 2
-	if l.Order == KVSeparate {
+	if l.Order == codec.KVSeparate {
 		return all[:half], all[half:], nil
 	}
 	k, v = make([]float32, half), make([]float32, half)

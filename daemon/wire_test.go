@@ -34,7 +34,7 @@ func TestPutDecode(t *testing.T) {
 		}
 		return b
 	}
-	c := newServerCodec()
+	c := newServerWire()
 	for _, tc := range []struct {
 		name  string
 		msgs  [][]byte
@@ -78,7 +78,7 @@ func TestPutDecode(t *testing.T) {
 			})
 		}
 	}
-	// Other messages still go through the proto codec.
+	// Other messages still go through gRPC's proto marshaler.
 	var st pb.StatsRequest
 	if err := c.Unmarshal(split(nil, 1), &st); err != nil {
 		t.Fatal(err)
@@ -92,7 +92,7 @@ func FuzzPutDecode(f *testing.F) {
 	b, _ := proto.Marshal(&pb.PutRequest{Header: hdr, Data: make([]byte, 32)})
 	f.Add(b, uint8(3))
 	f.Add([]byte{0x12, 0xff, 0xff, 0xff, 0xff, 0x0f}, uint8(1))
-	c := newServerCodec()
+	c := newServerWire()
 	f.Fuzz(func(t *testing.T, b []byte, piece uint8) {
 		dst := make([]byte, 32)
 		m := putMsg{first: true, onHeader: func(*pb.PutHeader) ([]byte, error) { return dst, nil }}

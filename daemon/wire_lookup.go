@@ -11,23 +11,16 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kvtier/kvtier/internal/wire"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 )
 
 // Lookup's messages on the wire. A long chain's LookupRequest is almost all
 // packed_hashes (128 KiB for 8192 blocks), and its LookupResponse almost all
-// tiers, one byte per block. The base codec would materialize the request in
+// tiers, one byte per block. The base marshaler would materialize the request in
 // a pooled buffer (cleared first, 1 MiB for a 128 KiB request), copy
 // packed_hashes out of it again, and encode tiers in two passes through
 // proto's generic code; these do one copy and one pass.
-
-// Field numbers of LookupRequest and LookupResponse.
-const (
-	lookupPackedField = 4 // LookupRequest.packed_hashes
-	lookupCachedField = 1 // LookupResponse.cached_blocks
-	lookupTotalField  = 2 // LookupResponse.total_blocks
-	lookupTiersField  = 3 // LookupResponse.tiers
-)
 
 // minDecodedLookup is the smallest request decodeLookupRequest takes: a
 // smaller one, a chain of under a thousand blocks, gains little from it. A
@@ -39,7 +32,7 @@ var minDecodedLookup = 16 << 10
 // few bytes, are gathered as received and decoded by proto.Unmarshal. It
 // returns false for a request under minDecodedLookup bytes, and on
 // anything it does not expect (a malformed varint, a group, an invalid
-// field number), leaving the message to the base codec and its errors.
+// field number), leaving the message to the base marshaler and its errors.
 func decodeLookupRequest(data mem.BufferSlice, m *pb.LookupRequest) bool {
 	if data.Len() < minDecodedLookup {
 		return false
@@ -71,7 +64,7 @@ func decodeLookupRequest(data mem.BufferSlice, m *pb.LookupRequest) bool {
 			if n, ok = readUvarint(tee); !ok {
 				return false
 			}
-			if protowire.Number(tag>>3) == lookupPackedField && n <= uint64(r.Remaining()) {
+			if protowire.Number(tag>>3) == wire.LookupRequestPackedHashes && n <= uint64(r.Remaining()) {
 				tee.dst = tee.dst[:mark]
 				putPacked(packed) // a repeated field: the last one wins, as in proto
 				packed, havePacked = getPacked(int(n)), true
@@ -104,7 +97,7 @@ func decodeLookupRequest(data mem.BufferSlice, m *pb.LookupRequest) bool {
 
 // lookupResponseSize returns the encoded size of r and of its tiers
 // field's contents. It returns false for a response with hashes (token-id
-// chains that ask for them, rare) or unknown fields, which the base codec
+// chains that ask for them, rare) or unknown fields, which the base marshaler
 // encodes.
 func lookupResponseSize(r *pb.LookupResponse) (size, tiersSize int, ok bool) {
 	if len(r.GetHashes()) > 0 || len(r.ProtoReflect().GetUnknown()) > 0 {
@@ -133,13 +126,13 @@ func lookupResponseSize(r *pb.LookupResponse) (size, tiersSize int, ok bool) {
 // tiersSize is from lookupResponseSize, which must have accepted r.
 func appendLookupResponse(b []byte, r *pb.LookupResponse, tiersSize int) []byte {
 	if v := r.GetCachedBlocks(); v != 0 {
-		b = protowire.AppendVarint(protowire.AppendTag(b, lookupCachedField, protowire.VarintType), uint64(v))
+		b = protowire.AppendVarint(protowire.AppendTag(b, wire.LookupResponseCachedBlocks, protowire.VarintType), uint64(v))
 	}
 	if v := r.GetTotalBlocks(); v != 0 {
-		b = protowire.AppendVarint(protowire.AppendTag(b, lookupTotalField, protowire.VarintType), uint64(v))
+		b = protowire.AppendVarint(protowire.AppendTag(b, wire.LookupResponseTotalBlocks, protowire.VarintType), uint64(v))
 	}
 	if tiers := r.GetTiers(); len(tiers) > 0 {
-		b = protowire.AppendVarint(protowire.AppendTag(b, lookupTiersField, protowire.BytesType), uint64(tiersSize))
+		b = protowire.AppendVarint(protowire.AppendTag(b, wire.LookupResponseTiers, protowire.BytesType), uint64(tiersSize))
 		for _, t := range tiers {
 			if uint32(t) < 0x80 {
 				b = append(b, byte(t))
@@ -197,7 +190,7 @@ func putPacked(b []byte) {
 }
 
 // tiersPool recycles LookupResponse.tiers, 4 bytes a block (32 KiB for an
-// 8192-block chain): Lookup takes the slice from it and the server's codec
+// 8192-block chain): Lookup takes the slice from it and the server's marshaler
 // puts it back once the response is encoded (recycleLookupTiers).
 var tiersPool sync.Pool // of *[]pb.Tier
 
@@ -215,9 +208,9 @@ func getTiers(n int) []pb.Tier {
 }
 
 // recycleLookupTiers takes r's tiers for reuse once r is encoded: a
-// response the server's codec encodes is the call's alone and nothing reads
+// response the server's marshaler encodes is the call's alone and nothing reads
 // it afterwards (the server installs no stats handler that would keep it).
-// Lookups made in process never reach the codec; their slices are simply
+// Lookups made in process never reach the marshaler; their slices are simply
 // collected.
 func recycleLookupTiers(r *pb.LookupResponse) {
 	t := r.Tiers
@@ -231,8 +224,8 @@ func recycleLookupTiers(r *pb.LookupResponse) {
 
 // recycleLookupRequest is a unary interceptor that recycles a Lookup
 // request's packed_hashes once the handler has returned: every request
-// that reaches it was decoded by the server's codec, so the buffer belongs
-// to the call alone (from packedPool, or from proto when the base codec
+// that reaches it was decoded by the server's marshaler, so the buffer belongs
+// to the call alone (from packedPool, or from proto when the base marshaler
 // decoded it), and Lookup keeps no reference to it, nor does its response.
 // Calls to Server.Lookup made in process do not come this way.
 func recycleLookupRequest(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

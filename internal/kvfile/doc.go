@@ -1,5 +1,5 @@
-// Package kvfile reads the KV-cache dumps in ../shared/testdata/kv
-// ("tinylm-kv-dump/1"): a raw little-endian tensor file kv-pNN.bin and a JSON
+// Package kvfile reads the KV-cache dumps in codec/testdata/kv, copied from
+// ../shared/testdata/kv ("tinylm-kv-dump/1"): a raw little-endian tensor file kv-pNN.bin and a JSON
 // sidecar kv-pNN.json that names every tensor's dtype, shape, dims, offset and
 // length.
 //
