@@ -100,7 +100,7 @@ type decodeRun struct {
 	err      error // a fetch failure inside Before (oracle), reported after the step
 
 	fetchBytes, fetchedBlocks, hits, reads int
-	fetchDur, copyDur, stall             time.Duration
+	fetchDur, copyDur, stall               time.Duration
 }
 
 // RunDecode decodes the windows through kvtier with the options and
