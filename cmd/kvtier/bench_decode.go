@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/kvtier/kvtier/benchmarks/engine"
-	"github.com/kvtier/kvtier/client"
 )
 
 func init() {
@@ -95,30 +93,12 @@ func runBenchDecode(ctx context.Context, args []string, stdout, stderr io.Writer
 	if len(windows) < *nWin {
 		fmt.Fprintf(stderr, "kvtier bench decode: only %d windows found\n", len(windows))
 	}
-	sock := *socket
-	if sock == "" {
-		d, err := engine.StartDaemon(256<<20, "", 0)
-		if err != nil {
-			return fail(err)
-		}
-		defer d.Close()
-		sock = d.Socket
-	}
-	c, err := client.Dial(client.UnixTarget(sock))
+	conn, err := dialEngine(ctx, *socket, *inline, "kvtier-bench-decode")
 	if err != nil {
 		return fail(err)
 	}
-	defer c.Close()
-	var blocks engine.Blocks = c
-	plane := "inline"
-	if !*inline {
-		shm, err := c.Attach(ctx, "kvtier-bench-decode")
-		if err != nil {
-			return fail(fmt.Errorf("shared memory: %w (use --inline)", err))
-		}
-		defer shm.Close()
-		blocks, plane = shm, "shm"
-	}
+	defer conn.close()
+	c, blocks, plane := conn.c, conn.blocks, conn.plane
 	run := fmt.Sprintf("%x", time.Now().UnixNano())
 	var rows []engine.DecodeRow
 	for i, g := range grid {
@@ -158,9 +138,7 @@ func runBenchDecode(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rows); err != nil {
+		if err := writeJSON(stdout, rows); err != nil {
 			return fail(err)
 		}
 		return 0

@@ -60,3 +60,31 @@ func TestBenchDecodeJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchEngineJSON(t *testing.T) {
+	dir := t.TempDir()
+	var files []string
+	for i, n := range []string{"a.go", "b.go", "c.go"} {
+		src := "package x\n\n" + strings.Repeat("func f"+string(rune('a'+i))+"() int {\n\treturn g(1, 2) + h(\"abc\")\n}\n\n", 20)
+		files = append(files, filepath.Join(dir, n))
+		if err := os.WriteFile(files[i], []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errb bytes.Buffer
+	args := []string{"bench", "engine", "--text", strings.Join(files, ","), "--workload", "long-doc-qa", "--requests", "3", "--gen", "4",
+		"--scenario", "server", "--sla-ttft", "100000", "--json"}
+	if rc := run(args, &out, &errb); rc != 0 {
+		t.Fatalf("rc %d: %s", rc, errb.String())
+	}
+	var rows []engine.EngineRow
+	if err := json.Unmarshal(out.Bytes(), &rows); err != nil || len(rows) != 2 {
+		t.Fatalf("json: %v, %d rows", err, len(rows))
+	}
+	if rows[0].Cache != "kvtier" || rows[0].HitRate <= 0 || rows[1].HitRate != 0 || rows[0].QPS <= 0 {
+		t.Errorf("rows %+v", rows)
+	}
+	if rc := run([]string{"bench", "engine", "--scenario", "batch"}, &out, &errb); rc != 2 {
+		t.Errorf("bad scenario: rc %d", rc)
+	}
+}

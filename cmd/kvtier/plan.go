@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -105,9 +104,7 @@ func runPlan(args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode([]engine.Plan{p}); err != nil {
+		if err := writeJSON(stdout, []engine.Plan{p}); err != nil {
 			return fail(err)
 		}
 		return 0
