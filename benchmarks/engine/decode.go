@@ -35,18 +35,23 @@ type DecodeRow struct {
 	TPOTMsResident float64 `json:"tpot_ms_resident"`
 	TPOTMs         float64 `json:"tpot_ms"`
 	OverheadPct    float64 `json:"overhead_pct"`
-	StallMs        float64 `json:"stall_ms"` // per token
-	BytesPerToken  float64 `json:"bytes_moved_per_token"`
-	HitRate        float64 `json:"hit_rate"`
-	NLL            float64 `json:"nll"`
-	NLLResident    float64 `json:"nll_resident"`
-	NLLIncreasePct float64 `json:"nll_increase_pct"`
-	Agreement      float64 `json:"token_agreement"`
-	CodecRatio     float64 `json:"codec_ratio"`
-	FetchGBps      float64 `json:"fetch_gbps"`
-	CopyGBps       float64 `json:"copy_gbps"`
-	FetchVsCopy    float64 `json:"fetch_time_vs_copy"`
-	Measured       string  `json:"measured"`
+	// Medians of the per-step times (the means above carry the machine's
+	// load spikes too).
+	TPOTMsResidentP50 float64 `json:"tpot_ms_resident_p50"`
+	TPOTMsP50         float64 `json:"tpot_ms_p50"`
+	OverheadPctP50    float64 `json:"overhead_pct_p50"`
+	StallMs           float64 `json:"stall_ms"` // per token
+	BytesPerToken     float64 `json:"bytes_moved_per_token"`
+	HitRate           float64 `json:"hit_rate"`
+	NLL               float64 `json:"nll"`
+	NLLResident       float64 `json:"nll_resident"`
+	NLLIncreasePct    float64 `json:"nll_increase_pct"`
+	Agreement         float64 `json:"token_agreement"`
+	CodecRatio        float64 `json:"codec_ratio"`
+	FetchGBps         float64 `json:"fetch_gbps"`
+	CopyGBps          float64 `json:"copy_gbps"`
+	FetchVsCopy       float64 `json:"fetch_time_vs_copy"`
+	Measured          string  `json:"measured"`
 }
 
 // fetcher runs one batched fetch at a time on its own goroutine, so that
@@ -145,6 +150,7 @@ func (kc *KVCache) RunDecode(ctx context.Context, windows [][]int, opts DecodeOp
 	defer f.close()
 	var steps, agree, preds int
 	var stepDur, refDur time.Duration
+	var stepTimes, refTimes []float64
 	res := m.NewSession()
 	var nll, nllRef float64
 	var rawBytes, encBytes int
@@ -198,6 +204,7 @@ func (kc *KVCache) RunDecode(ctx context.Context, windows [][]int, opts DecodeOp
 			start := time.Now()
 			rlogits, err := res.Step(w[t])
 			refDur += time.Since(start)
+			refTimes = append(refTimes, float64(time.Since(start))/1e6)
 			if err != nil {
 				return row, err
 			}
@@ -231,6 +238,7 @@ func (kc *KVCache) RunDecode(ctx context.Context, windows [][]int, opts DecodeOp
 				}
 			}
 			stepDur += time.Since(start)
+			stepTimes = append(stepTimes, float64(time.Since(start))/1e6)
 			steps++
 			check(t-opts.Prefill+1, logits, rlogits)
 		}
@@ -267,6 +275,8 @@ func (kc *KVCache) RunDecode(ctx context.Context, windows [][]int, opts DecodeOp
 	row.TPOTMsResident = float64(refDur) / float64(steps) / 1e6
 	row.TPOTMs = float64(stepDur) / float64(steps) / 1e6
 	row.OverheadPct = 100 * (row.TPOTMs/row.TPOTMsResident - 1)
+	row.TPOTMsResidentP50, row.TPOTMsP50 = pct(refTimes, 50), pct(stepTimes, 50)
+	row.OverheadPctP50 = 100 * (row.TPOTMsP50/row.TPOTMsResidentP50 - 1)
 	row.NLL, row.NLLResident = nll/float64(preds), nllRef/float64(preds)
 	row.NLLIncreasePct = 100 * (row.NLL/row.NLLResident - 1)
 	row.Agreement = float64(agree) / float64(preds)

@@ -144,10 +144,10 @@ func runBenchDecode(ctx context.Context, args []string, stdout, stderr io.Writer
 		return 0
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tpolicy\tbudget\tcodec\tratio\tTPOT res ms\tTPOT ms\toverhead %\tstall ms\tB/token\thit\tnll res\tnll\tΔnll %\tagree\tfetch GB/s\tcopy GB/s\tfetch/copy\t")
+	fmt.Fprintln(tw, "mode\tpolicy\tbudget\tcodec\tratio\tTPOT res ms\tTPOT ms\toverhead %\tp50 ovh %\tstall ms\tB/token\thit\tnll res\tnll\tΔnll %\tagree\tfetch GB/s\tcopy GB/s\tfetch/copy\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%.2f\t%.3f\t%.3f\t%.1f\t%.3f\t%.0f\t%.3f\t%.4f\t%.4f\t%+.2f\t%.4f\t%.3f\t%.2f\t%.1f\t\n",
-			r.Mode, r.Policy, r.Budget, r.Codec, r.CodecRatio, r.TPOTMsResident, r.TPOTMs, r.OverheadPct, r.StallMs,
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%.2f\t%.3f\t%.3f\t%.1f\t%.1f\t%.3f\t%.0f\t%.3f\t%.4f\t%.4f\t%+.2f\t%.4f\t%.3f\t%.2f\t%.1f\t\n",
+			r.Mode, r.Policy, r.Budget, r.Codec, r.CodecRatio, r.TPOTMsResident, r.TPOTMs, r.OverheadPct, r.OverheadPctP50, r.StallMs,
 			r.BytesPerToken, r.HitRate, r.NLLResident, r.NLL, r.NLLIncreasePct, r.Agreement, r.FetchGBps, r.CopyGBps, r.FetchVsCopy)
 	}
 	if err := tw.Flush(); err != nil {
