@@ -100,7 +100,11 @@ type decodeRun struct {
 	where    [][2]int // (layer, block) of each key
 	dst      [][]byte
 	copyBuf  []byte
-	pending  bool // a prefetch is in flight
+	pending  bool        // a prefetch is in flight
+	keyOf    [][]*pb.Key // per layer, per block: built once per window
+	want     []bool      // scratch of queue
+	mask     []bool      // scratch of Before (read by attention during the call only)
+	mass     []float64   // scratch of After
 	f        *fetcher
 	err      error // a fetch failure inside Before (oracle), reported after the step
 
@@ -329,7 +333,11 @@ func (r *decodeRun) queue(l, pos int) {
 	if pos%BlockTokens == 0 && n > 0 {
 		res[n-1] = true // the block just completed was computed on the device
 	}
-	want := make([]bool, len(res)) // small: blocks of one request
+	want := r.want[:0]
+	for range res {
+		want = append(want, false)
+	}
+	r.want = want
 	for _, b := range r.next[l] {
 		want[b] = true
 		r.reads++
@@ -337,7 +345,7 @@ func (r *decodeRun) queue(l, pos int) {
 			r.hits++
 			continue
 		}
-		r.keys = append(r.keys, r.kc.Key(r.chain, b, l))
+		r.keys = append(r.keys, r.key(l, b))
 		r.where = append(r.where, [2]int{l, b})
 	}
 	for b := 0; b < n; b++ {
@@ -418,7 +426,7 @@ func (r *decodeRun) beforeStep(ctx context.Context, f *fetcher, pos int) error {
 			}
 			r.reads++
 			r.poison(l, b)
-			r.keys = append(r.keys, r.kc.Key(r.chain, b, l))
+			r.keys = append(r.keys, r.key(l, b))
 			r.where = append(r.where, [2]int{l, b})
 		}
 	}
@@ -440,6 +448,20 @@ func (r *decodeRun) prefetch(f *fetcher, pos int) error {
 		r.startFetch(f)
 	}
 	return nil
+}
+
+// key returns block b's key at layer l, built once per window.
+func (r *decodeRun) key(l, b int) *pb.Key {
+	if r.keyOf == nil {
+		r.keyOf = make([][]*pb.Key, r.m.Layers)
+		for i := range r.keyOf {
+			r.keyOf[i] = make([]*pb.Key, len(r.chain))
+		}
+	}
+	if r.keyOf[l][b] == nil {
+		r.keyOf[l][b] = r.kc.Key(r.chain, b, l)
+	}
+	return r.keyOf[l][b]
 }
 
 func (r *decodeRun) poison(l, b int) {
@@ -474,7 +496,11 @@ func (r *decodeRun) Before(l, pos int, q []float32) []bool {
 			}
 		}
 	}
-	mask := make([]bool, completed(pos)+1)
+	mask := r.mask[:0]
+	for range completed(pos) + 1 {
+		mask = append(mask, false)
+	}
+	r.mask = mask
 	for _, b := range r.next[l] {
 		mask[b] = true
 	}
@@ -484,10 +510,11 @@ func (r *decodeRun) Before(l, pos int, q []float32) []bool {
 // After implements Attention: the mass of each block read, for the policy.
 func (r *decodeRun) After(l, pos int, probs []float32) {
 	n := pos/BlockTokens + 1
-	mass := make([]float64, n)
-	for b := range mass {
-		mass[b] = -1
+	mass := r.mass[:0]
+	for range n {
+		mass = append(mass, -1)
 	}
+	r.mass = mass
 	for _, b := range r.next[l] {
 		mass[b] = 0
 	}

@@ -201,7 +201,8 @@ func Summarize(scenario string, sv []Served, qps float64, seed uint64) (EngineRo
 }
 
 // MaxQPS finds the highest arrival rate whose p99 TTFT is within sla (by
-// bisection over the replayed queue).
+// bisection over the replayed queue); qps 0 when none is (the requests'
+// own TTFTs exceed it, without queueing).
 func MaxQPS(sv []Served, sla time.Duration, seed uint64) (EngineRow, error) {
 	var total time.Duration
 	for _, s := range sv {
@@ -225,7 +226,12 @@ func MaxQPS(sv []Served, sla time.Duration, seed uint64) (EngineRow, error) {
 		}
 	}
 	if best.Requests == 0 {
-		return best, fmt.Errorf("%w: no arrival rate meets a p99 TTFT of %v (one request's prefill exceeds it)", ErrInput, sla)
+		// No rate meets it: one request's own prefill exceeds the SLA.
+		// Report the unloaded latencies at qps 0.
+		best, err := Summarize("single-stream", sv, 0, seed)
+		best.Scenario, best.QPS = "server", 0
+		best.SLATTFTms = float64(sla) / 1e6
+		return best, err
 	}
 	best.SLATTFTms = float64(sla) / 1e6
 	return best, nil

@@ -42,8 +42,8 @@ func TestSummarize(t *testing.T) {
 			t.Errorf("%v: %v", bad, err)
 		}
 	}
-	if _, err := MaxQPS(sv, ms, 1); !errors.Is(err, ErrInput) {
-		t.Errorf("impossible SLA: %v", err)
+	if r, err := MaxQPS(sv, ms, 1); err != nil || r.QPS != 0 || r.TTFTp99 != 10 {
+		t.Errorf("impossible SLA: %+v, %v", r, err)
 	}
 }
 
