@@ -74,3 +74,23 @@ func TestParseBytes(t *testing.T) {
 		t.Errorf("FormatBoth = %q", s)
 	}
 }
+
+func TestModelDecode(t *testing.T) {
+	s, g := Presets["llama-3.1-8b"], GPUs["h100"]
+	// 16 GB of weights + 32768 × 128 KiB of KV over 3.35 TB/s.
+	want := (16e9 + 131072*32768) / 3.35e12
+	if got := Roofline(s, g, 32768).Seconds(); got < want*0.999 || got > want*1.001 {
+		t.Fatalf("roofline %v s, want %v", got, want)
+	}
+	r, err := ModelDecode(s, g, 32768, 0.2, 10e9, 65536)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := 0.8 * 131072 * 32768
+	if r.BytesPerToken != moved || r.StallMs < moved/10e9*1e3 || r.Measured != "modelled" {
+		t.Fatalf("%+v", r)
+	}
+	if _, err := ModelDecode(s, g, 32768, 0, 10e9, 1); !errors.Is(err, ErrInput) {
+		t.Fatalf("budget 0: %v", err)
+	}
+}

@@ -22,7 +22,11 @@ func init() {
 func runBenchDecode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kvtier bench decode", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	model := fs.String("model", "tiny", "model: tiny (the shipped model; other presets are not decodable here)")
+	model := fs.String("model", "tiny", "model: tiny (decoded here) or a preset modelled on --gpu: "+strings.Join(engine.PresetNames(), ", "))
+	gpu := fs.String("gpu", "h100", "GPU profile for presets: h100, h200, a100, mi300x")
+	hbmGBps := fs.Float64("hbm-gbps", 0, "presets: HBM bandwidth in GB/s (default: the profile's)")
+	tflops := fs.Float64("tflops", 0, "presets: peak TFLOP/s (default: the profile's)")
+	linkGBps := fs.Float64("link-gbps", 0, "presets: host link GB/s (default: the profile's)")
 	mode := fs.String("mode", "sparse", "decode mode: full (every block read, non-resident ones fetched) or sparse (resident set only)")
 	policy := fs.String("policy", "scores", "sparse mode's block policy: lru, oracle, scores")
 	budget := fs.Float64("budget", 0.2, "fraction of a request's blocks resident in the engine, (0, 1]")
@@ -49,7 +53,21 @@ func runBenchDecode(ctx context.Context, args []string, stdout, stderr io.Writer
 		return usage(fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	if *model != "tiny" {
-		return usage(fmt.Errorf("model %q: only the shipped tiny model decodes here (see kvtier plan for the presets)", *model))
+		shape, ok := engine.Presets[*model]
+		g, gok := engine.GPUs[*gpu]
+		if !ok || !gok {
+			return usage(fmt.Errorf("model %q / gpu %q: unknown (models: %s)", *model, *gpu, strings.Join(engine.PresetNames(), ", ")))
+		}
+		if *hbmGBps > 0 {
+			g.HBMBps = *hbmGBps * 1e9
+		}
+		if *tflops > 0 {
+			g.FLOPS = *tflops * 1e12
+		}
+		if *linkGBps > 0 {
+			g.LinkBps = *linkGBps * 1e9
+		}
+		return runModelledDecode(ctx, shape, g, *ctxLen, *budget, sweeps, *socket, *inline, *asJSON, stdout, stderr)
 	}
 	if *ctxLen < 2*engine.BlockTokens || *ctxLen > 512 || *ctxLen%(2*engine.BlockTokens) != 0 {
 		return usage(fmt.Errorf("context %d: want a multiple of %d in [32, 512]", *ctxLen, 2*engine.BlockTokens))
@@ -164,3 +182,65 @@ type rawListFlag []string
 
 func (l *rawListFlag) String() string     { return strings.Join(*l, " ") }
 func (l *rawListFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// runModelledDecode prints full-mode estimates for a preset: the roofline
+// for the GPU, the host read measured through kvtier with the preset's
+// block size, the PCIe copy at the profile's link speed.
+func runModelledDecode(ctx context.Context, shape engine.Shape, g engine.GPU, ctxLen int, budget float64, sweeps []string,
+	socket string, inline, asJSON bool, stdout, stderr io.Writer) int {
+	budgets := []float64{budget}
+	for _, sw := range sweeps {
+		axis, vals, _ := strings.Cut(sw, "=")
+		if axis != "budget" {
+			fmt.Fprintf(stderr, "kvtier bench decode: presets sweep budget only, not %q\n", axis)
+			return 2
+		}
+		budgets = budgets[:0]
+		for _, v := range strings.Split(vals, ",") {
+			b, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				fmt.Fprintf(stderr, "kvtier bench decode: budget %q: %v\n", v, err)
+				return 2
+			}
+			budgets = append(budgets, b)
+		}
+	}
+	conn, err := dialEngine(ctx, socket, inline, "kvtier-bench-decode-modelled")
+	if err != nil {
+		fmt.Fprintln(stderr, "kvtier bench decode:", err)
+		return 1
+	}
+	defer conn.close()
+	host, size, err := engine.MeasureHost(ctx, conn.blocks, fmt.Sprintf("bench-host-%x", time.Now().UnixNano()), shape, 64, 50)
+	if err != nil {
+		fmt.Fprintln(stderr, "kvtier bench decode:", err)
+		return 1
+	}
+	var rows []engine.ModelledRow
+	for _, b := range budgets {
+		r, err := engine.ModelDecode(shape, g, ctxLen, b, host, size)
+		if err != nil {
+			fmt.Fprintln(stderr, "kvtier bench decode:", err)
+			return 2
+		}
+		rows = append(rows, r)
+	}
+	if asJSON {
+		if err := writeJSON(stdout, rows); err != nil {
+			return 1
+		}
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "model\tgpu\tmode\tbudget\tcontext\tTPOT res ms\tTPOT ms\toverhead %\tstall ms\tMB/token\thost GB/s\tlink GB/s\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%d\t%.2f\t%.2f\t%.0f\t%.2f\t%.1f\t%.2f\t%.1f\t\n", r.Model, r.GPU, r.Mode, r.Budget, r.Context,
+			r.TPOTMsResident, r.TPOTMs, r.OverheadPct, r.StallMs, r.BytesPerToken/1e6, r.HostGBps, r.LinkGBps)
+	}
+	if err := tw.Flush(); err != nil {
+		return 1
+	}
+	fmt.Fprintf(stdout, "modelled: TPOT (roofline: weights + KV over HBM bandwidth vs 2 FLOPs/parameter), the PCIe copy at the link speed;\n"+
+		"measured: host GB/s, batched gets of %d-byte blocks (%s plane) from kvtier's DRAM tier on this machine\n", size, conn.plane)
+	return 0
+}

@@ -51,7 +51,7 @@ func TestBenchDecodeJSON(t *testing.T) {
 		t.Errorf("plot: %v", err)
 	}
 	for _, bad := range [][]string{
-		{"bench", "decode", "--model", "llama-3.1-8b"},
+		{"bench", "decode", "--model", "gpt-9"},
 		{"bench", "decode", "--context", "100"},
 		{"bench", "decode", "--sweep", "color=red"},
 	} {
