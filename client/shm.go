@@ -523,22 +523,8 @@ func (s *Shm) pinBlock(ctx context.Context, req *pb.PinBlockRequest) (*pb.PinBlo
 }
 
 func (ps *pinStream) pin(ctx context.Context, id uint64, req *pb.PinBlockRequest) (*pb.PinBlockResponse, error) {
-	ch := make(chan pinResult, 1)
-	ps.mu.Lock()
-	if ps.broken != nil {
-		err := ps.broken
-		ps.mu.Unlock()
-		return nil, err
-	}
-	ps.waiters[id] = ch
-	ps.mu.Unlock()
-	ps.sendMu.Lock()
-	err := ps.st.Send(&pb.PinStreamRequest{Id: id, Pin: req})
-	ps.sendMu.Unlock()
-	if err != nil && err != io.EOF {
-		ps.mu.Lock()
-		delete(ps.waiters, id)
-		ps.mu.Unlock()
+	ch, err := ps.send(id, req)
+	if err != nil {
 		return nil, err
 	}
 	// On io.EOF the stream ended: the dispatcher answers with the reason.
@@ -546,9 +532,7 @@ func (ps *pinStream) pin(ctx context.Context, id uint64, req *pb.PinBlockRequest
 	case r := <-ch:
 		return r.resp, r.err
 	case <-ctx.Done():
-		ps.mu.Lock()
-		delete(ps.waiters, id)
-		ps.mu.Unlock()
+		ps.forget([]uint64{id})
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 }

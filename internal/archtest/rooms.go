@@ -47,7 +47,8 @@ var Rooms = []Room{
 		TestMay: append([]string{"tiers/dram", "tiers/nvme"}, evalHelpers...), NoRPC: true},
 	{Pkg: "daemon", May: []string{"prefetch", "tiers", "tiers/prefixhash", "codec", "proto/...", "internal/wire", "internal/ntcopy"},
 		TestMay: append([]string{"client", "tiers/dram", "tiers/nvme"}, evalHelpers...)},
-	{Pkg: "client", May: []string{"proto/...", "internal/wire", "internal/ntcopy"}},
+	{Pkg: "client", May: []string{"proto/...", "internal/wire", "internal/ntcopy"},
+		TestMay: []string{"daemon", "tiers", "tiers/dram"}}, // tests against an in-process daemon
 	{Pkg: "internal/wire", TestMay: []string{"proto/..."}},
 	{Pkg: "internal/ntcopy", NoRPC: true},
 	{Pkg: "internal/kvfile", NoRPC: true},
