@@ -57,7 +57,7 @@ var Rooms = []Room{
 	{Pkg: "benchmarks/...", AllBut: []string{"cmd/...", "test/..."}},
 	{Pkg: "test/...", May: []string{"client", "proto/...", "tiers/prefixhash"}, TestMay: []string{"internal/..."}},
 	{Pkg: "python/...", May: []string{"client", "proto/..."}}, // the Python tests' Go reference client
-	{Pkg: "scripts", NoRPC: true}, // the shell scripts' tests; no Go API
+	{Pkg: "scripts", NoRPC: true},                             // the shell scripts' tests; no Go API
 	{Pkg: "cmd/...", AllBut: []string{"test/..."}},
 }
 
