@@ -72,6 +72,10 @@ type Server struct {
 	metrics *metrics
 	health  *health.Server
 	shm     *shmPlane
+	puts    *putBudget  // DRAM held by inline puts in flight
+	workers *workerPool // runs watched inline streams (see watchIdle)
+
+	idleStreams *prometheus.CounterVec // kvtier_idle_streams_total{call}
 
 	lookupPool  sync.Pool // *lookupBufs
 	beforeClose []func()
@@ -114,8 +118,17 @@ func New(cfg Config, store *tiers.Store, opts ...Option) (*Server, error) {
 		}
 		s.auth = a
 	}
+	var dramCap int64
+	for _, l := range store.Stats().Levels {
+		if l.Level == tiers.LevelDRAM {
+			dramCap = l.CapacityBytes
+		}
+	}
+	s.puts = newPutBudget(cfg.MaxPutBytesPerConn, cfg.MaxPutBytesPerToken, dramCap)
+	s.workers = newWorkerPool()
 	s.metrics = newMetrics(store)
 	s.shm = newShmPlane(s)
+	s.registerGuardMetrics()
 	s.metrics.reg.MustRegister(s.shm.collector())
 	return s, nil
 }
@@ -146,6 +159,7 @@ func (s *Server) MetricsAddr() string {
 func (s *Server) grpcOptions(creds credentials.TransportCredentials) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.Creds(creds),
+		grpc.StatsHandler(connTagger{}),
 		grpc.ForceServerCodecV2(newServerCodec()),
 		grpc.MaxRecvMsgSize(s.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(s.cfg.MaxMessageBytes),
