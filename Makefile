@@ -6,7 +6,7 @@ PKGS    ?= ./...
 # CI runs on 2 cores: keep the race-enabled suite under 10 minutes there.
 TESTFLAGS ?= -race -timeout 15m
 
-.PHONY: all build build-nocgo test vet run bench proto proto-check fmt lint gpu-check clean
+.PHONY: all build build-nocgo test vet run bench proto proto-check fmt lint gpu-check clean soak
 
 # go-nvml's headers use deprecated declarations; keep the build output readable.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -40,6 +40,13 @@ run: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# Soak (not part of test): a fresh daemon under 64 clients on both data
+# planes for 10 minutes, sampled every minute. Shorten with
+# SOAKFLAGS='-duration 2m -interval 20s'.
+SOAKFLAGS ?=
+soak: build
+	$(GO) run ./benchmarks/soak -kvtier $(BIN) $(SOAKFLAGS)
 
 fmt:
 	gofmt -s -w $$(git ls-files '*.go')

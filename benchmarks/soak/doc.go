@@ -1,0 +1,24 @@
+// Command soak runs kvtier under a long mixed load and reports whether the
+// daemon's resources stay flat: it starts its own `kvtier serve` (DRAM and
+// NVMe tiers in a temporary directory, a Unix socket), then runs clients
+// (64 by default) on both data planes, half inline (gRPC streams) and half
+// shared memory, each doing a random mix of put, get, lookup and delete on
+// a shared key space with random block sizes, for a bounded time (10
+// minutes by default). Every interval (a minute by default) it prints the
+// daemon's resident memory, goroutines, open files, shared-memory sessions
+// and leases, pinned blocks, operations and errors.
+//
+// Every block's bytes are a function of its key, so each get is checked
+// against what was put; a wrong byte is an error. Expected outcomes of
+// contention are not errors: a get or delete of a block another client
+// deleted (NOT_FOUND), a delete of a block someone holds
+// (FAILED_PRECONDITION). Anything else is.
+//
+// It exits 1 when any error was seen, or when the daemon's goroutines or
+// open files after the clients closed exceed the first sample by more
+// than a small margin, when sessions, leases or pins are left, or when its
+// RSS or Go heap at the end of the load exceed the sample a third into the
+// run by more than a quarter or a half (see flat).
+//
+// Run: make soak, or go run ./benchmarks/soak -kvtier bin/kvtier -duration 2m.
+package main
