@@ -39,7 +39,10 @@ const (
 // Config configures a Server. Zero fields take defaults from EnsureDefaults.
 type Config struct {
 	// Socket is the Unix socket path to listen on; "" for none. The socket
-	// is created with SocketMode and offers the shared-memory plane.
+	// is created with SocketMode and offers the shared-memory plane. New
+	// makes a relative path absolute (against the working directory), so
+	// the descriptor socket beside it, which Attach hands to clients, can
+	// be dialled from anywhere.
 	Socket string
 	// SocketMode is the Unix socket's permission bits. Default 0600.
 	SocketMode os.FileMode

@@ -63,17 +63,19 @@ func WithBeforeStoreClose(fn func()) Option {
 type Server struct {
 	pb.UnimplementedKVTierServiceServer
 
-	cfg     Config
-	store   *tiers.Store
-	arena   Arena // nil: no shared-memory plane
-	hints   Hints
-	log     *slog.Logger
-	auth    *authenticator // nil: no token checks
-	metrics *metrics
-	health  *health.Server
-	shm     *shmPlane
-	puts    *putBudget  // DRAM held by inline puts in flight
-	workers *workerPool // runs watched inline streams (see watchIdle)
+	cfg   Config
+	store *tiers.Store
+	arena Arena // nil: no shared-memory plane
+	hints Hints
+	log   *slog.Logger
+	auth  *authenticator // nil: no token checks
+	// tcpCreds are the TCP listener's credentials (TLS or insecure).
+	tcpCreds credentials.TransportCredentials
+	metrics  *metrics
+	health   *health.Server
+	shm      *shmPlane
+	puts     *putBudget  // DRAM held by inline puts in flight
+	workers  *workerPool // runs watched inline streams (see watchIdle)
 
 	idleStreams *prometheus.CounterVec // kvtier_idle_streams_total{call}
 
@@ -91,6 +93,15 @@ type Server struct {
 // closes it before returning.
 func New(cfg Config, store *tiers.Store, opts ...Option) (*Server, error) {
 	cfg.EnsureDefaults()
+	if cfg.Socket != "" {
+		// Absolute, so that the descriptor socket Attach hands out can be
+		// dialled from any directory, and cleanup finds the socket.
+		abs, err := filepath.Abs(cfg.Socket)
+		if err != nil {
+			return nil, fmt.Errorf("%w: socket: %v", ErrConfig, err)
+		}
+		cfg.Socket = abs
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -110,6 +121,15 @@ func New(cfg Config, store *tiers.Store, opts ...Option) (*Server, error) {
 	}
 	if s.hints == nil {
 		s.hints = noHints{}
+	}
+	if cfg.Addr != "" {
+		// Read the certificates now: a bad path is a configuration error
+		// before anything listens.
+		creds, err := s.tlsCreds()
+		if err != nil {
+			return nil, err
+		}
+		s.tcpCreds = creds
 	}
 	if cfg.TokensFile != "" {
 		a, err := LoadTokens(cfg.TokensFile)
@@ -309,10 +329,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		}
 	}
 	if s.cfg.Addr != "" {
-		creds, err := s.tlsCreds()
-		if err != nil {
-			return abort(err)
-		}
+		creds := s.tcpCreds
 		ln, err := net.Listen("tcp", s.cfg.Addr)
 		if err != nil {
 			return abort(fmt.Errorf("daemon: listen %s: %w", s.cfg.Addr, err))
@@ -388,7 +405,9 @@ func (s *Server) stopAll(servers []*grpc.Server, timeout time.Duration) {
 	select {
 	case <-done:
 	case <-t.C:
-		s.log.Warn("daemon: calls still running after the shutdown timeout; cancelling them")
+		if timeout > 0 { // 0: a start that failed, where nothing was running
+			s.log.Warn("daemon: calls still running after the shutdown timeout; cancelling them")
+		}
 		for _, gs := range servers {
 			gs.Stop()
 		}

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -210,4 +211,37 @@ func TestStalledGetIdleTimeout(t *testing.T) {
 	if err := e.cl.Delete(ctx, k); err != nil {
 		t.Errorf("Delete once the pins went: %v", err)
 	}
+}
+
+// TestAttachFromAnotherDirectory: with a relative socket path, Attach used
+// to return a relative descriptor socket, which a client in another
+// directory could not dial. The daemon now makes the path absolute.
+func TestAttachFromAnotherDirectory(t *testing.T) {
+	dir := socketDir(t)
+	t.Chdir(dir)
+	startEnv(t, envOptions{cfg: func(c *daemon.Config) { c.Socket = "r.sock" }})
+	t.Chdir(t.TempDir())
+	c, err := client.Dial(client.UnixTarget(filepath.Join(dir, "r.sock")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := ctxT(t)
+	shm, err := c.Attach(ctx, "elsewhere")
+	if err != nil {
+		t.Fatalf("Attach from another directory: %v", err)
+	}
+	defer shm.Close()
+	if fd := shm.Session().GetFdSocket(); !filepath.IsAbs(fd) && !strings.HasPrefix(fd, "@") {
+		t.Errorf("fd socket %q is neither absolute nor abstract", fd)
+	}
+	k := keyOf("elsewhere", 1)
+	if err := shm.Put(ctx, k, smallLayout(), blockData(k, smallSize), client.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Get(ctx, k, nil, client.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkData(t, k, b.Data)
 }
