@@ -245,3 +245,34 @@ func TestAttachFromAnotherDirectory(t *testing.T) {
 	}
 	checkData(t, k, b.Data)
 }
+
+// TestLookupMixedHashSizes: a chain is of one hash function, so a Lookup
+// whose hashes mix 16- and 32-byte digests is refused, naming the first
+// odd one; it used to be looked up as if it were one chain.
+func TestLookupMixedHashSizes(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	ctx := ctxT(t)
+	long := make([]byte, 32)
+	copy(long, hashOf(2))
+	cases := []struct {
+		name   string
+		hashes [][]byte
+		field  string // "" when valid
+	}{
+		{"all 16 bytes", [][]byte{hashOf(1), hashOf(2)}, ""},
+		{"all 32 bytes", [][]byte{long, long}, ""},
+		{"16 then 32", [][]byte{hashOf(1), long}, "hashes[1]"},
+		{"32 then 16", [][]byte{long, long, hashOf(1)}, "hashes[2]"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.cl.API().Lookup(ctx, &pb.LookupRequest{Namespace: "mixed", Hashes: tc.hashes})
+			switch {
+			case tc.field == "" && err != nil:
+				t.Fatalf("Lookup: %v", err)
+			case tc.field != "" && (status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.field)):
+				t.Fatalf("Lookup = %v, want INVALID_ARGUMENT naming %s", err, tc.field)
+			}
+		})
+	}
+}

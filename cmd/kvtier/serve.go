@@ -198,7 +198,9 @@ type serveFlags struct {
 	shutdown   time.Duration
 	maxMsg     byteSize
 	prefault   bool
-	explicit   map[string]bool // flags set on the command line or by the environment
+	// putPerConn, putPerToken bound inline puts' reservations (0: default).
+	putPerConn, putPerToken byteSize
+	explicit                map[string]bool // flags set on the command line or by the environment
 }
 
 func runServe(args []string, stdout, stderr io.Writer) int {
@@ -234,6 +236,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&f.cfg.MaxLeases, "max-leases", daemon.DefaultMaxLeases, "pins and reservations one shared-memory session may hold")
 	fs.DurationVar(&f.leaseTTL, "lease-ttl", daemon.DefaultLeaseTTL, "default lifetime of a shared-memory lease")
 	fs.DurationVar(&f.maxTTL, "max-lease-ttl", daemon.DefaultMaxLeaseTTL, "longest lease a client may ask for")
+	fs.DurationVar(&f.cfg.StreamIdleTimeout, "stream-idle-timeout", daemon.DefaultStreamIdleTimeout, "end an inline put or get stream that moves nothing for this long, freeing its DRAM reservation or pin")
+	fs.Var(&f.putPerConn, "max-put-bytes-per-conn", "DRAM the reservations of one connection's inline puts in flight may hold (default a quarter of --dram-bytes)")
+	fs.Var(&f.putPerToken, "max-put-bytes-per-token", "the same for all connections of one token, with --tokens (default half of --dram-bytes)")
 	fs.DurationVar(&f.shutdown, "shutdown-timeout", daemon.DefaultShutdownTimeout, "how long shutdown waits for calls in flight")
 	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -267,6 +272,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	f.cfg.LeaseTTL, f.cfg.MaxLeaseTTL, f.cfg.ShutdownTimeout = f.leaseTTL, f.maxTTL, f.shutdown
 	f.cfg.MaxMessageBytes = int(min(int64(f.maxMsg), 1<<30))
 	f.cfg.Logger = log
+	f.cfg.MaxPutBytesPerConn, f.cfg.MaxPutBytesPerToken = int64(f.putPerConn), int64(f.putPerToken)
 	f.cfg.EnsureDefaults()
 	if err := f.cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "kvtier serve: %v\n", err)
