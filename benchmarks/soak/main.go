@@ -35,6 +35,7 @@ func soakMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.maxTok, "max-tokens", 128, "largest block in tokens of 4KiB (8 KV heads of 128 fp16)")
 	fs.Float64Var(&o.rate, "rate", 10, "operations per second per client (0: unpaced)")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed")
+	fs.DurationVar(&o.settle, "settle", time.Minute, "longest wait, after the clients closed, for the daemon's goroutines and sockets to come back to their start")
 	fs.StringVar(&dram, "dram-bytes", "256MiB", "the daemon's DRAM tier")
 	fs.StringVar(&nvme, "nvme-bytes", "1GiB", "the daemon's NVMe tier")
 	fs.StringVar(&logPath, "daemon-log", "", "file for the daemon's log (default: in the temporary directory, removed)")
