@@ -167,7 +167,7 @@ func (s *Server) Get(req *pb.GetRequest, stream pb.KVTierService_GetServer) erro
 	if err != nil {
 		return err
 	}
-	// send streams the block and releases the pin.
+	// send streams the block and releases the pin; p is nil when unwatched.
 	send := func(p *progress) error {
 		defer func() {
 			if err := s.store.Release(k); err != nil {
@@ -186,13 +186,15 @@ func (s *Server) Get(req *pb.GetRequest, stream pb.KVTierService_GetServer) erro
 			if err := stream.Send(msg); err != nil {
 				return err
 			}
-			p.step()
+			if p != nil {
+				p.step()
+			}
 			msg.Layout, msg.From, msg.TotalBytes = nil, 0, 0
 		}
 		return nil
 	}
 	if len(b.Data) <= chunk {
-		err = send(new(progress))
+		err = send(nil)
 	} else {
 		err = s.watchIdle("get", send, func(error) {})
 	}
