@@ -45,7 +45,8 @@ func (p *progress) idleFor() time.Duration {
 // ErrStreamIdle at once: the handler then returns, gRPC ends the stream,
 // and work's blocked Recv or Send fails. work still owns what it holds
 // (a reservation, a pin) and must free it when it ends: it is told it was
-// abandoned by onAbandon, called on its goroutine with its result.
+// abandoned by onAbandon, called on its goroutine with its result. Run
+// waits for every such work before it closes the store.
 //
 // The stream's handler goroutine cannot be unblocked from outside its
 // Recv or Send (grpc-go gives a server no way to cancel one stream), hence
@@ -55,7 +56,9 @@ func (s *Server) watchIdle(what string, work func(p *progress) error, onAbandon 
 	p.step()
 	result := make(chan error)
 	abandoned := make(chan struct{})
+	s.watched.Add(1)
 	s.workers.run(func() {
+		defer s.watched.Done()
 		err := work(p)
 		select {
 		case result <- err:

@@ -76,6 +76,8 @@ type Server struct {
 	shm      *shmPlane
 	puts     *putBudget  // DRAM held by inline puts in flight
 	workers  *workerPool // runs watched inline streams (see watchIdle)
+	// watched counts watched streams' work still running, abandoned or not.
+	watched sync.WaitGroup
 
 	idleStreams *prometheus.CounterVec // kvtier_idle_streams_total{call}
 
@@ -283,6 +285,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		for i := len(cleanup) - 1; i >= 0; i-- {
 			cleanup[i]()
 		}
+		// Streams given up as idle may still be ending (their reservation
+		// or pin in hand): the servers are stopped, so they end now.
+		s.watched.Wait()
 		for _, fn := range s.beforeClose {
 			fn()
 		}

@@ -12,7 +12,8 @@
 // against what was put; a wrong byte is an error. Expected outcomes of
 // contention are not errors: a get or delete of a block another client
 // deleted (NOT_FOUND), a delete of a block someone holds
-// (FAILED_PRECONDITION). Anything else is.
+// (FAILED_PRECONDITION). Anything else is, and so is an operation, or a
+// sample's calls, that takes longer than --op-timeout (30 s).
 //
 // It exits 1 when any error was seen, or when the daemon did not stay flat
 // (see flat): after the clients closed its goroutines, sockets, sessions,

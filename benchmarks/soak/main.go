@@ -35,6 +35,7 @@ func soakMain(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.maxTok, "max-tokens", 128, "largest block in tokens of 4KiB (8 KV heads of 128 fp16)")
 	fs.Float64Var(&o.rate, "rate", 10, "operations per second per client (0: unpaced)")
 	fs.Uint64Var(&o.seed, "seed", 1, "random seed")
+	fs.DurationVar(&o.opTime, "op-timeout", 30*time.Second, "an operation, or a sample's calls, taking longer than this is an error")
 	fs.DurationVar(&o.settle, "settle", time.Minute, "longest wait, after the clients closed, for the daemon's goroutines and sockets to come back to their start")
 	fs.StringVar(&dram, "dram-bytes", "256MiB", "the daemon's DRAM tier")
 	fs.StringVar(&nvme, "nvme-bytes", "1GiB", "the daemon's NVMe tier")
@@ -45,8 +46,8 @@ func soakMain(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if o.clients < 1 || o.duration <= 0 || o.interval <= 0 || o.keys < 1 || o.maxTok < 1 || o.rate < 0 {
-		fmt.Fprintln(stderr, "soak: --clients, --duration, --interval, --keys and --max-tokens must be positive, --rate not negative")
+	if o.clients < 1 || o.duration <= 0 || o.interval <= 0 || o.keys < 1 || o.maxTok < 1 || o.rate < 0 || o.opTime <= 0 {
+		fmt.Fprintln(stderr, "soak: --clients, --duration, --interval, --keys, --max-tokens and --op-timeout must be positive, --rate not negative")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

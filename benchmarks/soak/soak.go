@@ -35,6 +35,7 @@ type options struct {
 	rate     float64       // operations per second per client (0: as fast as it goes)
 	seed     uint64
 	settle   time.Duration // longest wait for the daemon to wind down after the clients
+	opTime   time.Duration // an operation (or a sample's calls) taking longer is an error
 }
 
 // target is the daemon under test.
@@ -156,7 +157,7 @@ func run(ctx context.Context, t target, o options, w io.Writer) ([]sample, *coun
 	start := time.Now()
 	snap := func() (sample, error) {
 		s := sample{At: time.Since(start).Round(time.Second), Ops: c.total(), Errors: c.errors.Load()}
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, o.opTime)
 		defer cancel()
 		st, err := mon.Stats(sctx)
 		if err != nil {
@@ -287,7 +288,9 @@ func drive(ctx context.Context, t target, ks *keySpace, o options, i int, c *cou
 		default:
 			which = opDelete
 		}
-		err := do(ctx, cl, shm, ks, which, k, r, &buf, c)
+		octx, cancel := context.WithTimeout(ctx, o.opTime)
+		err := do(octx, cl, shm, ks, which, k, r, &buf, c)
+		cancel()
 		if dl, ok := ctx.Deadline(); ctx.Err() != nil || ok && !time.Now().Before(dl) {
 			return nil // the run ended mid-call (its deadline may reach the daemon first)
 		}

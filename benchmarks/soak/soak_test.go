@@ -49,7 +49,7 @@ func TestShortSoak(t *testing.T) {
 	}()
 	<-srv.Ready()
 	var out strings.Builder
-	o := options{clients: 4, duration: 3 * time.Second, interval: time.Second, keys: 64, maxTok: 16, rate: 50, seed: 1, settle: 3 * time.Second}
+	o := options{clients: 4, duration: 3 * time.Second, interval: time.Second, keys: 64, maxTok: 16, rate: 50, seed: 1, settle: 3 * time.Second, opTime: 30 * time.Second}
 	samples, c, err := run(ctx, target{socket: cfg.Socket, metrics: "http://" + srv.MetricsAddr() + "/metrics", pid: os.Getpid()}, o, &out)
 	if err != nil {
 		t.Fatal(err)
