@@ -46,7 +46,8 @@ bench:
 # SOAKFLAGS='-duration 2m -interval 20s'.
 SOAKFLAGS ?=
 soak: build
-	$(GO) run ./benchmarks/soak -kvtier $(BIN) $(SOAKFLAGS)
+	$(GO) build -o bin/soak ./benchmarks/soak
+	bin/soak -kvtier $(BIN) $(SOAKFLAGS)
 
 fmt:
 	gofmt -s -w $$(git ls-files '*.go')

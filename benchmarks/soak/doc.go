@@ -21,5 +21,5 @@
 // idle workers to exit), and under load its RSS, Go heap and files must
 // stop growing after the first third of the run.
 //
-// Run: make soak, or go run ./benchmarks/soak -kvtier bin/kvtier -duration 2m.
+// Run: make soak, or make soak SOAKFLAGS="-duration 2m -interval 20s".
 package main

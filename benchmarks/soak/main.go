@@ -93,7 +93,7 @@ func soakMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "soak: FAIL")
 		return 1
 	}
-	fmt.Fprintln(stdout, "soak: ok (errors 0; goroutines, open files and leases back to their start; RSS flat)")
+	fmt.Fprintln(stdout, "soak: ok (errors 0; goroutines, sockets, sessions, leases and pins back to their start; memory and files flat under load)")
 	return 0
 }
 
