@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 
 	"github.com/kvtier/kvtier/tiers"
 )
@@ -139,21 +141,59 @@ func newPutBudget(perConn, perToken, dramCap int64) *putBudget {
 	return &putBudget{perConn: perConn, perToken: perToken, byToken: map[string]int64{}}
 }
 
-// connBudget is one connection's share, attached to its context by
-// connTagger.
+// connBudget is one connection's share. The connection's AuthInfo carries
+// it (unixAuthInfo, or budgetAuthInfo around TCP's), so finding it costs a
+// call no allocation.
 type connBudget struct {
 	mu    sync.Mutex // protects bytes
 	bytes int64
 }
 
-type connBudgetKey struct{}
+// connBudgetOf returns the budget of the call's connection, nil if unknown.
+func connBudgetOf(ctx context.Context) *connBudget {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	switch ai := p.AuthInfo.(type) {
+	case unixAuthInfo:
+		return ai.budget
+	case budgetAuthInfo:
+		return ai.budget
+	}
+	return nil
+}
+
+// budgetCreds wraps the TCP listener's credentials so that every
+// connection's AuthInfo carries a connBudget.
+type budgetCreds struct {
+	credentials.TransportCredentials
+}
+
+// budgetAuthInfo is a TCP connection's AuthInfo with its budget.
+type budgetAuthInfo struct {
+	credentials.AuthInfo
+	budget *connBudget
+}
+
+func (c budgetCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, ai, err := c.TransportCredentials.ServerHandshake(conn)
+	if err != nil {
+		return conn, ai, err
+	}
+	return conn, budgetAuthInfo{AuthInfo: ai, budget: new(connBudget)}, nil
+}
+
+func (c budgetCreds) Clone() credentials.TransportCredentials {
+	return budgetCreds{c.TransportCredentials.Clone()}
+}
 
 // acquire accounts n bytes for a put of the caller's connection and token
 // (token "" when tokens are off), or fails wrapping tiers.ErrExhausted with
 // the bound that was hit. A holder with nothing in flight may always take
 // one put, however large. The returned release undoes it once.
 func (b *putBudget) acquire(ctx context.Context, token string, n int64) (release func(), err error) {
-	cb, _ := ctx.Value(connBudgetKey{}).(*connBudget)
+	cb := connBudgetOf(ctx)
 	if cb != nil {
 		cb.mu.Lock()
 		defer cb.mu.Unlock()
@@ -204,18 +244,6 @@ func (b *putBudget) inFlight() (bytes int64, puts int) {
 	defer b.mu.Unlock()
 	return b.bytes, b.puts
 }
-
-// connTagger gives every connection its own connBudget.
-type connTagger struct{}
-
-func (connTagger) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
-	return context.WithValue(ctx, connBudgetKey{}, new(connBudget))
-}
-func (connTagger) HandleConn(context.Context, stats.ConnStats) {}
-func (connTagger) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
-	return ctx
-}
-func (connTagger) HandleRPC(context.Context, stats.RPCStats) {}
 
 // explainExhausted adds to a DRAM reservation's ErrExhausted what holds
 // the tier: reservations of puts in flight (inline and shared-memory) and

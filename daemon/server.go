@@ -131,7 +131,7 @@ func New(cfg Config, store *tiers.Store, opts ...Option) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.tcpCreds = creds
+		s.tcpCreds = budgetCreds{creds}
 	}
 	if cfg.TokensFile != "" {
 		a, err := LoadTokens(cfg.TokensFile)
@@ -181,7 +181,6 @@ func (s *Server) MetricsAddr() string {
 func (s *Server) grpcOptions(creds credentials.TransportCredentials) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.Creds(creds),
-		grpc.StatsHandler(connTagger{}),
 		grpc.ForceServerCodecV2(newServerCodec()),
 		grpc.MaxRecvMsgSize(s.cfg.MaxMessageBytes),
 		grpc.MaxSendMsgSize(s.cfg.MaxMessageBytes),
