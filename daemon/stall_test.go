@@ -276,3 +276,31 @@ func TestLookupMixedHashSizes(t *testing.T) {
 		})
 	}
 }
+
+// TestPutReservationLimitTCP: the per-connection bound holds on TCP too,
+// whose connections carry their budget in wrapped credentials.
+func TestPutReservationLimitTCP(t *testing.T) {
+	e := startEnv(t, envOptions{
+		dramCap: 64 << 20,
+		cfg: func(c *daemon.Config) {
+			c.Addr, c.Insecure = "127.0.0.1:0", true
+			c.MaxPutBytesPerConn = 4 << 20
+		},
+	})
+	ctx := ctxT(t)
+	tcp, err := client.Dial(e.srv.TCPAddr(), client.WithInsecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	stallPut(t, ctx, tcp, keyOf("tcp", 1))
+	eventually(t, "the reservation", func() bool { return dramStats(stats(t, e.cl)).GetReservedBytes() >= 4<<20 })
+	k := keyOf("tcp", 2)
+	err = tcp.Put(ctx, k, fourMiBLayout(), blockData(k, fourMiB), client.PutOptions{})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "connection") {
+		t.Fatalf("second put on the TCP connection = %v, want RESOURCE_EXHAUSTED naming the connection", err)
+	}
+	if err := e.cl.Put(ctx, k, fourMiBLayout(), blockData(k, fourMiB), client.PutOptions{}); err != nil {
+		t.Fatalf("the same put on another connection: %v", err)
+	}
+}
