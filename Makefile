@@ -7,7 +7,7 @@ PKGS    ?= ./...
 # CI runs on 2 cores: keep the race-enabled suite under 10 minutes there.
 TESTFLAGS ?= -race -timeout 15m
 
-.PHONY: all build build-nocgo test vet run bench bench-go proto proto-check fmt lint gpu-check clean py-deps py-proto py-proto-check py-test
+.PHONY: all build build-nocgo test vet run bench bench-go proto proto-check fmt lint gpu-check clean py-deps py-proto py-proto-check py-test soak
 
 # go-nvml's headers use deprecated declarations; keep the build output readable.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -62,6 +62,14 @@ bench: build
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# Soak (not part of test): a fresh daemon under 64 clients on both data
+# planes for 10 minutes, sampled every minute. Shorten with
+# SOAKFLAGS='-duration 2m -interval 20s'.
+SOAKFLAGS ?=
+soak: build
+	$(GO) build -o bin/soak ./benchmarks/soak
+	bin/soak -kvtier $(BIN) $(SOAKFLAGS)
 
 fmt:
 	gofmt -s -w $$(git ls-files '*.go')

@@ -26,6 +26,10 @@ const (
 	DefaultMaxLeases = 4096
 	// DefaultShutdownTimeout bounds how long shutdown waits for calls in flight.
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultStreamIdleTimeout is how long an inline Put or Get stream may
+	// make no progress (receive nothing, or send nothing because the client
+	// does not read) before it is ended and its reservation or pin dropped.
+	DefaultStreamIdleTimeout = 30 * time.Second
 	// DefaultMetricsAddr is where Prometheus metrics are served.
 	DefaultMetricsAddr = "127.0.0.1:9464"
 	// unixPathMax is the longest Unix socket path Linux accepts.
@@ -35,7 +39,10 @@ const (
 // Config configures a Server. Zero fields take defaults from EnsureDefaults.
 type Config struct {
 	// Socket is the Unix socket path to listen on; "" for none. The socket
-	// is created with SocketMode and offers the shared-memory plane.
+	// is created with SocketMode and offers the shared-memory plane. New
+	// makes a relative path absolute (against the working directory), so
+	// the descriptor socket beside it, which Attach hands to clients, can
+	// be dialled from anywhere.
 	Socket string
 	// SocketMode is the Unix socket's permission bits. Default 0600.
 	SocketMode os.FileMode
@@ -68,6 +75,20 @@ type Config struct {
 	// MaxLeases bounds the leases (pins and reservations) of one
 	// shared-memory session. Default DefaultMaxLeases.
 	MaxLeases int
+	// StreamIdleTimeout ends an inline Put or Get stream that makes no
+	// progress for this long: a Put that receives nothing (its DRAM
+	// reservation is freed), a Get whose client reads nothing (its pin is
+	// dropped). The stream ends with DEADLINE_EXCEEDED. Default
+	// DefaultStreamIdleTimeout.
+	StreamIdleTimeout time.Duration
+	// MaxPutBytesPerConn bounds the DRAM that the inline puts in flight on
+	// one connection hold in reservations; MaxPutBytesPerToken the same
+	// for all connections of one token (only with TokensFile). A put over
+	// the bound fails with RESOURCE_EXHAUSTED, except the first one in
+	// flight, so a block larger than the bound can still be put. 0 means
+	// a quarter (per connection) or a half (per token) of the DRAM tier;
+	// a negative value means no bound.
+	MaxPutBytesPerConn, MaxPutBytesPerToken int64
 	// ShutdownTimeout bounds the wait for calls in flight at shutdown;
 	// calls still running then are cancelled. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
@@ -95,6 +116,9 @@ func (c *Config) EnsureDefaults() {
 	}
 	if c.MaxLeases <= 0 {
 		c.MaxLeases = DefaultMaxLeases
+	}
+	if c.StreamIdleTimeout <= 0 {
+		c.StreamIdleTimeout = DefaultStreamIdleTimeout
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout

@@ -17,6 +17,11 @@
 //     socket, the descriptor socket that hands out the DRAM arena's memfd
 //     (SCM_RIGHTS, after SO_PEERCRED checks), and leases: pins and
 //     reservations that expire after a ttl and die with their session.
+//   - Guards (guard.go): an inline stream that makes no progress for
+//     StreamIdleTimeout is ended (DEADLINE_EXCEEDED) and its reservation or
+//     pin freed; the reservations of inline puts in flight are bounded per
+//     connection and per token; a full DRAM tier's RESOURCE_EXHAUSTED says
+//     what holds it.
 //   - Hints (hints.go): the Hint stream is passed to a Hints implementation
 //     (the prefetcher); without one every hint kind is UNIMPLEMENTED.
 //   - Lifecycle (server.go): Run listens, serves, and on cancellation stops
@@ -27,8 +32,12 @@
 // Caveats:
 //   - Run takes ownership of the store and closes it before returning.
 //   - Pins per client: an inline Get holds one pin while its stream runs, so
-//     a connection holds at most MaxConcurrentStreams of them; a
-//     shared-memory session holds at most MaxLeases leases.
+//     a connection holds at most MaxConcurrentStreams of them, each for at
+//     most StreamIdleTimeout without progress; a shared-memory session
+//     holds at most MaxLeases leases.
+//   - An inline Put's receive loop, and a Get of more than one chunk, run
+//     on a pooled worker goroutine besides gRPC's handler (a handler cannot
+//     be unblocked from its own Recv or Send); workers idle for 30 s exit.
 //   - A shared-memory client writes into the arena directly. A client that
 //     keeps writing after its reservation expired can damage the block that
 //     reuses the slot; that is why shared memory is only for processes of

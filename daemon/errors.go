@@ -35,6 +35,9 @@ var (
 	ErrShmUnavailable = errors.New("daemon: shared memory unavailable")
 	// ErrShuttingDown: the daemon is stopping.
 	ErrShuttingDown = errors.New("daemon: shutting down")
+	// ErrStreamIdle: an inline stream made no progress for the stream idle
+	// timeout and was ended (its reservation or pin dropped).
+	ErrStreamIdle = errors.New("daemon: stream idle")
 	// ErrConfig: the configuration is invalid; the message names the setting.
 	ErrConfig = errors.New("daemon: invalid configuration")
 )
@@ -66,7 +69,7 @@ func Code(err error) codes.Code {
 		return s.Code()
 	}
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrStreamIdle):
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled

@@ -42,6 +42,7 @@ func TestCode(t *testing.T) {
 		{"canceled", wrap(context.Canceled), codes.Canceled},
 		{"closed", wrap(tiers.ErrClosed), codes.Unavailable},
 		{"shutting down", ErrShuttingDown, codes.Unavailable},
+		{"stream idle", wrap(ErrStreamIdle), codes.DeadlineExceeded},
 		{"corrupt", wrap(codec.ErrCorrupt), codes.DataLoss},
 		{"unsupported", wrap(errors.ErrUnsupported), codes.Unimplemented},
 		{"status kept", status.Error(codes.Aborted, "x"), codes.Aborted},

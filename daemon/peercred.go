@@ -21,8 +21,9 @@ type PeerCred struct {
 // which lets clients send bearer tokens over it.
 type unixAuthInfo struct {
 	credentials.CommonAuthInfo
-	cred PeerCred
-	ok   bool // cred was read
+	cred   PeerCred
+	ok     bool        // cred was read
+	budget *connBudget // this connection's inline puts in flight (server side)
 }
 
 func (unixAuthInfo) AuthType() string { return "unix" }
@@ -36,7 +37,7 @@ func (unixCreds) ClientHandshake(_ context.Context, _ string, c net.Conn) (net.C
 }
 
 func (unixCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	info := unixAuthInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
+	info := unixAuthInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}, budget: new(connBudget)}
 	if uc, ok := c.(*net.UnixConn); ok {
 		if cred, err := peerCred(uc); err == nil {
 			info.cred, info.ok = cred, true

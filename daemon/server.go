@@ -63,17 +63,25 @@ func WithBeforeStoreClose(fn func()) Option {
 type Server struct {
 	pb.UnimplementedKVTierServiceServer
 
-	cfg      Config
-	store    *tiers.Store
-	arena    Arena // nil: no shared-memory plane
-	hints    Hints
-	log      *slog.Logger
-	auth     *authenticator // nil: no token checks
+	cfg   Config
+	store *tiers.Store
+	arena Arena // nil: no shared-memory plane
+	hints Hints
+	log   *slog.Logger
+	auth  *authenticator // nil: no token checks
+	// tcpCreds are the TCP listener's credentials (TLS or insecure).
+	tcpCreds credentials.TransportCredentials
 	metrics  *metrics
 	health   *health.Server
 	shm      *shmPlane
-	gpus     *gpuCache // nil: no GPU telemetry (WithGPUs)
-	hbmArena HBMArena  // nil: no HBM arena to lease (WithHBMArena)
+	puts     *putBudget  // DRAM held by inline puts in flight
+	workers  *workerPool // runs watched inline streams (see watchIdle)
+	// watched counts watched streams' work still running, abandoned or not.
+	watched sync.WaitGroup
+
+	idleStreams *prometheus.CounterVec // kvtier_idle_streams_total{call}
+	gpus        *gpuCache              // nil: no GPU telemetry (WithGPUs)
+	hbmArena    HBMArena               // nil: no HBM arena to lease (WithHBMArena)
 
 	lookupPool  sync.Pool // *lookupBufs
 	beforeClose []func()
@@ -89,6 +97,15 @@ type Server struct {
 // closes it before returning.
 func New(cfg Config, store *tiers.Store, opts ...Option) (*Server, error) {
 	cfg.EnsureDefaults()
+	if cfg.Socket != "" {
+		// Absolute, so that the descriptor socket Attach hands out can be
+		// dialled from any directory, and cleanup finds the socket.
+		abs, err := filepath.Abs(cfg.Socket)
+		if err != nil {
+			return nil, fmt.Errorf("%w: socket: %v", ErrConfig, err)
+		}
+		cfg.Socket = abs
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -109,6 +126,15 @@ func New(cfg Config, store *tiers.Store, opts ...Option) (*Server, error) {
 	if s.hints == nil {
 		s.hints = noHints{}
 	}
+	if cfg.Addr != "" {
+		// Read the certificates now: a bad path is a configuration error
+		// before anything listens.
+		creds, err := s.tlsCreds()
+		if err != nil {
+			return nil, err
+		}
+		s.tcpCreds = budgetCreds{creds}
+	}
 	if cfg.TokensFile != "" {
 		a, err := LoadTokens(cfg.TokensFile)
 		if err != nil {
@@ -116,8 +142,17 @@ func New(cfg Config, store *tiers.Store, opts ...Option) (*Server, error) {
 		}
 		s.auth = a
 	}
+	var dramCap int64
+	for _, l := range store.Stats().Levels {
+		if l.Level == tiers.LevelDRAM {
+			dramCap = l.CapacityBytes
+		}
+	}
+	s.puts = newPutBudget(cfg.MaxPutBytesPerConn, cfg.MaxPutBytesPerToken, dramCap)
+	s.workers = newWorkerPool()
 	s.metrics = newMetrics(store)
 	s.shm = newShmPlane(s)
+	s.registerGuardMetrics()
 	s.metrics.reg.MustRegister(s.shm.collector())
 	if s.gpus != nil {
 		s.metrics.reg.MustRegister(gpuCollector{s.gpus})
@@ -257,6 +292,9 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		for i := len(cleanup) - 1; i >= 0; i-- {
 			cleanup[i]()
 		}
+		// Streams given up as idle may still be ending (their reservation
+		// or pin in hand): the servers are stopped, so they end now.
+		s.watched.Wait()
 		for _, fn := range s.beforeClose {
 			fn()
 		}
@@ -303,10 +341,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 		}
 	}
 	if s.cfg.Addr != "" {
-		creds, err := s.tlsCreds()
-		if err != nil {
-			return abort(err)
-		}
+		creds := s.tcpCreds
 		ln, err := net.Listen("tcp", s.cfg.Addr)
 		if err != nil {
 			return abort(fmt.Errorf("daemon: listen %s: %w", s.cfg.Addr, err))
@@ -382,7 +417,9 @@ func (s *Server) stopAll(servers []*grpc.Server, timeout time.Duration) {
 	select {
 	case <-done:
 	case <-t.C:
-		s.log.Warn("daemon: calls still running after the shutdown timeout; cancelling them")
+		if timeout > 0 { // 0: a start that failed, where nothing was running
+			s.log.Warn("daemon: calls still running after the shutdown timeout; cancelling them")
+		}
 		for _, gs := range servers {
 			gs.Stop()
 		}

@@ -18,26 +18,41 @@ var _ pb.KVTierServiceServer = (*Server)(nil)
 
 // Put receives a block into a DRAM reservation and commits it only once the
 // stream has ended with exactly the layout's byte count; anything else
-// (error, cancellation, short or long data) aborts the reservation, so
-// nothing half-written is ever visible. The chunks are copied straight
-// from gRPC's receive buffers into the reservation (see putMsg).
+// (error, cancellation, short or long data, no message for the stream idle
+// timeout) aborts the reservation, so nothing half-written is ever
+// visible. The chunks are copied straight from gRPC's receive buffers into
+// the reservation (see putMsg). The reservations of the puts in flight are
+// bounded per connection and per token (see putBudget).
+//
+// The messages are received on a pooled worker (see watchIdle), which owns
+// the reservation until it hands its result back; when the stream went
+// idle it aborts the reservation itself.
 func (s *Server) Put(stream pb.KVTierService_PutServer) error {
 	ctx := stream.Context()
 	var (
 		res     tiers.Reservation
-		held    bool // res is an outstanding reservation
-		durable bool // header.durable
+		held    bool   // res is an outstanding reservation
+		budget  func() // releases this put's share of the put budget
+		durable bool   // header.durable
 		k       tiers.Key
 		l       tiers.Layout
 		parent  tiers.Hash
+		prog    *progress
 	)
-	defer func() {
+	// abort frees what the put holds; whoever owns the put calls it.
+	abort := func() {
 		if held {
+			held = false
 			_ = s.store.Abort(res)
 		}
-	}()
+		if budget != nil {
+			budget()
+		}
+	}
 	m := putMsg{first: true}
 	m.onHeader = func(h *pb.PutHeader) ([]byte, error) {
+		prog.busy.Add(1) // waiting for room is the daemon's time, not the client's
+		defer prog.busy.Add(-1)
 		var err error
 		if k, err = keyFromProto("header.key", h.GetKey()); err != nil {
 			return nil, err
@@ -62,27 +77,41 @@ func (s *Server) Put(stream pb.KVTierService_PutServer) error {
 			m.skip, m.want = true, int(l.Size())
 			return nil, nil
 		}
-		if res, err = s.store.Reserve(ctx, k, l); err != nil {
+		if budget, err = s.puts.acquire(ctx, s.tokenName(ctx), l.Size()); err != nil {
 			return nil, err
+		}
+		if res, err = s.store.Reserve(ctx, k, l); err != nil {
+			return nil, s.explainExhausted(err, l.Size())
 		}
 		held = true
 		return res.Data, nil
 	}
-	for {
-		err := stream.RecvMsg(&m)
-		if err == io.EOF {
-			if m.first {
-				return fieldErr("header", "required in the first message (the stream was empty)")
+	recv := func(p *progress) error {
+		prog = p
+		for {
+			err := stream.RecvMsg(&m)
+			p.step()
+			if err == io.EOF {
+				if m.first {
+					return fieldErr("header", "required in the first message (the stream was empty)")
+				}
+				return nil
 			}
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if m.err != nil {
-			return m.err
+			if err != nil {
+				return err
+			}
+			if m.err != nil {
+				return m.err
+			}
 		}
 	}
+	if err := s.watchIdle("put", recv, func(error) { abort() }); err != nil {
+		if !errors.Is(err, ErrStreamIdle) {
+			abort()
+		}
+		return err
+	}
+	defer abort()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -100,8 +129,21 @@ func (s *Server) Put(stream pb.KVTierService_PutServer) error {
 	return stream.SendAndClose(&pb.PutResponse{Bytes: uint64(size)})
 }
 
+// tokenName names the caller's token for the per-token put budget; "" when
+// tokens are off (every caller is then the same anonymous principal).
+func (s *Server) tokenName(ctx context.Context) string {
+	if s.auth == nil {
+		return ""
+	}
+	return principalOf(ctx).name
+}
+
 // Get pins the block and streams its bytes straight from the DRAM arena in
-// chunks; the pin is released when the stream ends, however it ends.
+// chunks; the pin is released when the stream ends, however it ends. A
+// block of one chunk is sent by the handler (a stream's first message never
+// waits for flow control); a longer one on a pooled worker, so that a
+// client that stops reading for the stream idle timeout loses the pin and
+// gets DEADLINE_EXCEEDED (see watchIdle).
 func (s *Server) Get(req *pb.GetRequest, stream pb.KVTierService_GetServer) error {
 	ctx := stream.Context()
 	k, err := keyFromProto("key", req.GetKey())
@@ -126,24 +168,39 @@ func (s *Server) Get(req *pb.GetRequest, stream pb.KVTierService_GetServer) erro
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := s.store.Release(k); err != nil {
-			s.log.Error("daemon: releasing a Get pin", "key", k.String(), "err", err)
+	// send streams the block and releases the pin; p is nil when unwatched.
+	send := func(p *progress) error {
+		defer func() {
+			if err := s.store.Release(k); err != nil {
+				s.log.Error("daemon: releasing a Get pin", "key", k.String(), "err", err)
+			}
+		}()
+		// SendMsg serializes the message before it returns, so each chunk
+		// can point into the pinned view: no copy into a Go buffer here.
+		msg := &pb.GetResponse{
+			Layout:     layoutToProto(b.Layout),
+			From:       tierToProto(b.From),
+			TotalBytes: uint64(len(b.Data)),
 		}
-	}()
-	// SendMsg serializes the message before it returns, so each chunk can
-	// point into the pinned view: no copy into a Go buffer here.
-	msg := &pb.GetResponse{
-		Layout:     layoutToProto(b.Layout),
-		From:       tierToProto(b.From),
-		TotalBytes: uint64(len(b.Data)),
+		for off := 0; off < len(b.Data); off += chunk {
+			msg.Data = b.Data[off:min(off+chunk, len(b.Data))]
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+			if p != nil {
+				p.step()
+			}
+			msg.Layout, msg.From, msg.TotalBytes = nil, 0, 0
+		}
+		return nil
 	}
-	for off := 0; off < len(b.Data); off += chunk {
-		msg.Data = b.Data[off:min(off+chunk, len(b.Data))]
-		if err := stream.Send(msg); err != nil {
-			return err
-		}
-		msg.Layout, msg.From, msg.TotalBytes = nil, 0, 0
+	if len(b.Data) <= chunk {
+		err = send(nil)
+	} else {
+		err = s.watchIdle("get", send, func(error) {})
+	}
+	if err != nil {
+		return err
 	}
 	s.metrics.inlineOut.Add(float64(len(b.Data)))
 	return nil

@@ -512,7 +512,7 @@ func (s *Server) ReserveSlot(ctx context.Context, req *pb.ReserveSlotRequest) (*
 	res, err := s.store.Reserve(ctx, k, l)
 	if err != nil {
 		sess.ungrant()
-		return nil, err
+		return nil, s.explainExhausted(err, 0)
 	}
 	ls := &lease{kind: leaseSlot, key: k, res: res, slot: res.Slot, size: l.Size()}
 	if !s.shm.grant(sess, ls, ttl) {

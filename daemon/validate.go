@@ -267,6 +267,10 @@ func appendChain(dst []tiers.Hash, c chainSpec) ([]tiers.Hash, error) {
 			if err != nil {
 				return dst, err
 			}
+			// One chain, one hash function: sizes may not mix.
+			if len(b) != len(c.hashes[0]) {
+				return dst, fieldErr(fmt.Sprintf("hashes[%d]", i), "%d bytes, but hashes[0] has %d: a chain's hashes are all 16 or all 32 bytes", len(b), len(c.hashes[0]))
+			}
 			dst = append(dst, h)
 		}
 	case len(c.packed) > 0:

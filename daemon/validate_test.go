@@ -79,7 +79,9 @@ func TestAppendChain(t *testing.T) {
 		field string
 	}{
 		{"empty", chainSpec{}, 0, ""},
-		{"hashes", chainSpec{hashes: [][]byte{h16, h16, make([]byte, 32)}}, 3, ""},
+		{"hashes", chainSpec{hashes: [][]byte{h16, h16, h16}}, 3, ""},
+		{"hashes of 32 bytes", chainSpec{hashes: [][]byte{make([]byte, 32), make([]byte, 32)}}, 2, ""},
+		{"hash sizes mixed", chainSpec{hashes: [][]byte{h16, h16, make([]byte, 32)}}, 0, "hashes[2]"},
 		{"packed", chainSpec{packed: make([]byte, 64), hashSize: 32}, 2, ""},
 		{"tokens", chainSpec{tokens: tokens, params: &pb.HashParams{Algo: pb.HashAlgo_HASH_ALGO_SHA256_CBOR, BlockTokens: 16}}, 2, ""},
 		{"two forms", chainSpec{hashes: [][]byte{h16}, packed: h16, hashSize: 16}, 0, "hashes"},

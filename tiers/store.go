@@ -390,7 +390,7 @@ func (s *Store) reserveDRAM(ctx context.Context, n int64) (Slot, []byte, error) 
 			return Slot{}, nil, err
 		}
 		if err := s.makeRoom(ctx, listDRAM); err != nil {
-			return Slot{}, nil, fmt.Errorf("%w: DRAM tier is full of pinned blocks", err)
+			return Slot{}, nil, fmt.Errorf("%w: DRAM tier is full and nothing in it can be evicted", err)
 		}
 	}
 }

@@ -120,13 +120,8 @@ func (c *connFlags) dial() (*client.Client, error) {
 // parseClientFlags parses args, applies KVTIER_* variables and checks that
 // exactly nargs positional arguments remain (-1: any number).
 func parseClientFlags(fs *flag.FlagSet, args []string, stdout io.Writer, nargs int) (int, bool) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0, false
-		}
-		return 2, false
+	if code, ok := parseArgs(fs, args, stdout); !ok {
+		return code, false
 	}
 	if err := applyEnv(fs); err != nil {
 		fmt.Fprintf(fs.Output(), "kvtier %s: %v\n", fs.Name(), err)
@@ -353,7 +348,8 @@ func runGet(args []string, stdout, stderr io.Writer) int {
 	var kf keyFlags
 	conn.register(fs, true)
 	kf.register(fs)
-	out := fs.String("o", "", "write the block to this file instead of stdout")
+	out := fs.String("out", "", "write the block to this `FILE` instead of stdout")
+	fs.StringVar(out, flagAliases["out"], "", "shorthand for --out")
 	fs.Usage = cmdUsage(fs, "get --ns NS --hash HEX --layer L [-o FILE]\n\nWrites the block's bytes to FILE or stdout; exits 1 when it is not cached.")
 	if code, ok := parseClientFlags(fs, args, stdout, 0); !ok {
 		return code

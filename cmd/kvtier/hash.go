@@ -27,7 +27,9 @@ func runHash(args []string, stdout, stderr io.Writer) int {
 	fs.TextVar(&p.Algo, "algo", prefixhash.XXH3,
 		"hash `mode`: "+strings.Join(prefixhash.AlgoNames(), ", ")+" (xxh3 is kvtier's fast mode; the _cbor modes match vLLM)")
 	fs.StringVar(&p.Seed, "seed", prefixhash.DefaultSeed,
-		"seed string hashed into the root parent; vLLM uses PYTHONHASHSEED when set, else \""+prefixhash.DefaultSeed+"\"")
+		"seed `string` hashed into the root parent. The default is kvtier's own fixed string; vLLM roots its chains in\n"+
+			"os.urandom(32), different in every process, unless PYTHONHASHSEED is set: to match vLLM's hashes, start it\n"+
+			"with PYTHONHASHSEED=S and pass --seed S (with --algo sha256_cbor)")
 	fs.IntVar(&p.BlockTokens, "block-tokens", 16, "`N` token ids per block (vLLM's block_size)")
 	fs.StringVar(&p.LoRA, "lora", "", "LoRA adapter name, hashed into every block (empty: none)")
 	fs.StringVar(&p.CacheSalt, "cache-salt", "", "cache salt, hashed into block 0 only (empty: none)")

@@ -38,12 +38,20 @@ const (
 	defaultLogLevel = "info"
 )
 
-// defaultSocket is $XDG_RUNTIME_DIR/kvtier.sock, or ./kvtier.sock.
+// defaultSocket is $XDG_RUNTIME_DIR/kvtier.sock, or else
+// kvtier.sock in a private directory of the user's (kvtier-<uid> in the
+// temporary directory): an absolute path either way, so that a client in
+// any directory finds the daemon and its shared-memory socket.
 func defaultSocket() string {
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
 		return filepath.Join(d, socketFileName)
 	}
-	return "./" + socketFileName
+	return filepath.Join(privateSocketDir(), socketFileName)
+}
+
+// privateSocketDir is the default socket's directory without XDG_RUNTIME_DIR.
+func privateSocketDir() string {
+	return filepath.Join(os.TempDir(), "kvtier-"+strconv.Itoa(os.Getuid()))
 }
 
 // defaultDRAMBytes is min(25% of RAM, 4 GiB).
@@ -132,7 +140,7 @@ func applyEnv(fs *flag.FlagSet) error {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil {
+		if set[f.Name] || err != nil || isShorthand(f.Name) {
 			return
 		}
 		if v, ok := os.LookupEnv(envName(f.Name)); ok {
@@ -148,14 +156,23 @@ func applyEnv(fs *flag.FlagSet) error {
 func flagUsage(fs *flag.FlagSet, w io.Writer, head string) {
 	fmt.Fprintln(w, head)
 	var names []string
-	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	fs.VisitAll(func(f *flag.Flag) {
+		if !isShorthand(f.Name) {
+			names = append(names, f.Name)
+		}
+	})
 	sort.Strings(names)
 	for _, n := range names {
 		f := fs.Lookup(n)
 		typ, usage := flag.UnquoteUsage(f)
-		fmt.Fprintf(w, "  --%s %s\n", n, typ)
+		if short, ok := flagAliases[n]; ok && fs.Lookup(short) != nil {
+			fmt.Fprintf(w, "  -%s, --%s %s\n", short, n, typ)
+		} else {
+			fmt.Fprintf(w, "  --%s %s\n", n, typ)
+		}
 		fmt.Fprintf(w, "      %s", strings.ReplaceAll(usage, "\n", "\n      "))
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
+		// A usage that states its own default (a computed one) keeps it.
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" && !strings.Contains(usage, "(default ") {
 			fmt.Fprintf(w, " (default %s)", f.DefValue)
 		}
 		fmt.Fprintf(w, " [$%s]\n", envName(n))
@@ -183,6 +200,9 @@ type serveFlags struct {
 	maxMsg     byteSize
 	prefault   bool
 	prefetch   prefetchFlags
+	// putPerConn, putPerToken bound inline puts' reservations (0: default).
+	putPerConn, putPerToken byteSize
+	explicit                map[string]bool // flags set on the command line or by the environment
 }
 
 func runServe(args []string, stdout, stderr io.Writer) int {
@@ -220,6 +240,9 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&f.cfg.MaxLeases, "max-leases", daemon.DefaultMaxLeases, "pins and reservations one shared-memory session may hold")
 	fs.DurationVar(&f.leaseTTL, "lease-ttl", daemon.DefaultLeaseTTL, "default lifetime of a shared-memory lease")
 	fs.DurationVar(&f.maxTTL, "max-lease-ttl", daemon.DefaultMaxLeaseTTL, "longest lease a client may ask for")
+	fs.DurationVar(&f.cfg.StreamIdleTimeout, "stream-idle-timeout", daemon.DefaultStreamIdleTimeout, "end an inline put or get stream that moves nothing for this long, freeing its DRAM reservation or pin")
+	fs.Var(&f.putPerConn, "max-put-bytes-per-conn", "DRAM the reservations of one connection's inline puts in flight may hold (default a quarter of --dram-bytes)")
+	fs.Var(&f.putPerToken, "max-put-bytes-per-token", "the same for all connections of one token, with --tokens (default half of --dram-bytes)")
 	fs.DurationVar(&f.shutdown, "shutdown-timeout", daemon.DefaultShutdownTimeout, "how long shutdown waits for calls in flight")
 	fs.StringVar(&f.logLevel, "log-level", defaultLogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -228,13 +251,8 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 			"Runs the daemon until SIGTERM or SIGINT. Every flag can also be set by the\n"+
 			"environment variable shown in brackets; a flag on the command line wins.\n\nflags:")
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return 2
+	if code, ok := parseArgs(fs, args, stdout); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "kvtier serve: unexpected argument %q\n", fs.Arg(0))
@@ -258,15 +276,27 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	f.cfg.LeaseTTL, f.cfg.MaxLeaseTTL, f.cfg.ShutdownTimeout = f.leaseTTL, f.maxTTL, f.shutdown
 	f.cfg.MaxMessageBytes = int(min(int64(f.maxMsg), 1<<30))
 	f.cfg.Logger = log
+	f.cfg.MaxPutBytesPerConn, f.cfg.MaxPutBytesPerToken = int64(f.putPerConn), int64(f.putPerToken)
 	f.cfg.EnsureDefaults()
 	if err := f.cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "kvtier serve: %v\n", err)
 		return 2
 	}
+	if f.cfg.Socket != "" && filepath.Dir(f.cfg.Socket) == privateSocketDir() {
+		if err := ensurePrivateDir(privateSocketDir()); err != nil {
+			fmt.Fprintf(stderr, "kvtier serve: --socket: %v\n", err)
+			return 2
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	f.explicit = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.explicit[fl.Name] = true }) // command line and environment
 	if err := serve(ctx, &f, log); err != nil {
 		log.Error("kvtier serve: failed", "err", err)
+		if isConfigError(err) {
+			return 2
+		}
 		return 1
 	}
 	return 0
@@ -317,6 +347,10 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 		case err != nil:
 			closeAll()
 			return fmt.Errorf("HBM tier: %w", err)
+		case h == nil && f.explicit["hbm-bytes"]:
+			closeAll()
+			return fmt.Errorf("%w: --hbm-bytes %s asks for an HBM tier, and this host has no usable GPU (use --hbm off, or leave --hbm-bytes unset)",
+				errHostConfig, formatBytes(int64(f.hbmBytes)))
 		case h != nil:
 			cfg.HBM = h.tier
 			prev := closeAll
@@ -325,8 +359,11 @@ func serve(ctx context.Context, f *serveFlags, log *slog.Logger) error {
 			opts = append(opts, daemon.WithBeforeStoreClose(h.release), daemon.WithHBMArena(hbmArena{h.tier}))
 		}
 	}
-	log.Info("kvtier serve: opening the store",
-		"dram_bytes", arena.Size(), "nvme_dir", f.nvmeDir, "nvme_bytes", int64(f.nvmeBytes), "hbm", cfg.HBM != nil)
+	attrs := []any{"dram_bytes", arena.Size(), "nvme", cfg.NVMe != nil}
+	if cfg.NVMe != nil {
+		attrs = append(attrs, "nvme_dir", f.nvmeDir, "nvme_bytes", int64(f.nvmeBytes))
+	}
+	log.Info("kvtier serve: opening the store", append(attrs, "hbm", cfg.HBM != nil)...)
 	store, err := tiers.Open(ctx, cfg)
 	if err != nil {
 		closeAll()

@@ -42,8 +42,9 @@
 // (16-byte digest, big-endian canonical form) applied to canonical CBOR
 // (RFC 8949 core deterministic encoding; identical to Python cbor2's
 // canonical encoding for these values). The root is H(cbor(seed)), the seed
-// as a CBOR text string; vLLM's seed is DefaultSeed unless PYTHONHASHSEED is
-// set, in which case it is that value. Block i hashes
+// as a CBOR text string. vLLM's root is that of its PYTHONHASHSEED when set;
+// without it vLLM uses os.urandom(32), which no one else can reproduce, so
+// matching vLLM needs PYTHONHASHSEED set and passed as the seed. Block i hashes
 //
 //	cbor([parent, [token ids], extras])
 //

@@ -2,8 +2,11 @@ package prefixhash
 
 import "unicode/utf8"
 
-// DefaultSeed is vLLM's seed string when PYTHONHASHSEED is not set. Engines
-// that set PYTHONHASHSEED use that value as Seed instead.
+// DefaultSeed is kvtier's seed when none is given: a fixed string, so that
+// kvtier's own chains are stable across restarts. It is not vLLM's: vLLM
+// roots its chains in os.urandom(32), new in every process, unless
+// PYTHONHASHSEED is set, and then in the hash of that value, which is the
+// Seed to give to match it.
 const DefaultSeed = "vllm-none-hash"
 
 // Limits on Params.
@@ -19,8 +22,8 @@ const (
 type Params struct {
 	Algo Algo
 	// Seed is hashed into the root parent, the parent of block 0. Any valid
-	// UTF-8 string, the empty string included. vLLM uses DefaultSeed or
-	// the value of PYTHONHASHSEED.
+	// UTF-8 string, the empty string included. To match vLLM, the value of
+	// its PYTHONHASHSEED (without it, vLLM's root is random per process).
 	Seed string
 	// BlockTokens is the number of token ids per block, 1..MaxBlockTokens.
 	BlockTokens int

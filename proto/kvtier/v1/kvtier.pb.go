@@ -826,8 +826,11 @@ type HashParams struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The hash function.
 	Algo HashAlgo `protobuf:"varint,1,opt,name=algo,proto3,enum=kvtier.v1.HashAlgo" json:"algo,omitempty"`
-	// The seed hashed into the root of the chain. When absent, vLLM's default
-	// "vllm-none-hash"; engines that set PYTHONHASHSEED send its value.
+	// The seed hashed into the root of the chain. When absent, kvtier's fixed
+	// default "vllm-none-hash", which no engine uses by itself: vLLM roots its
+	// chains in os.urandom(32), a new value per process, unless PYTHONHASHSEED
+	// is set, and then in the hash of that value. To match vLLM's hashes, start
+	// it with PYTHONHASHSEED and send the same string here, or send its hashes.
 	Seed *string `protobuf:"bytes,2,opt,name=seed,proto3,oneof" json:"seed,omitempty"`
 	// Token ids per block, 1..1048576. Required. Trailing tokens that do not
 	// fill a block are not hashed.
