@@ -52,6 +52,11 @@ class KVTierServiceStub(object):
                 request_serializer=kvtier_dot_v1_dot_kvtier__pb2.AttachRequest.SerializeToString,
                 response_deserializer=kvtier_dot_v1_dot_kvtier__pb2.AttachResponse.FromString,
                 )
+        self.AttachHbmArena = channel.stream_stream(
+                '/kvtier.v1.KVTierService/AttachHbmArena',
+                request_serializer=kvtier_dot_v1_dot_kvtier__pb2.AttachHbmArenaRequest.SerializeToString,
+                response_deserializer=kvtier_dot_v1_dot_kvtier__pb2.AttachHbmArenaResponse.FromString,
+                )
         self.ReserveSlot = channel.unary_unary(
                 '/kvtier.v1.KVTierService/ReserveSlot',
                 request_serializer=kvtier_dot_v1_dot_kvtier__pb2.ReserveSlotRequest.SerializeToString,
@@ -167,6 +172,24 @@ class KVTierServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AttachHbmArena(self, request_iterator, context):
+        """AttachHbmArena leases the HBM arena's CUDA/HIP IPC handle to an engine
+        on this host (Unix socket, the daemon's uid or root, a token allowing
+        every namespace), so it copies blocks device to device. The first
+        request names the client; the first response carries the handle. Open
+        it with cuIpcOpenMemHandle (CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS) or
+        hipIpcOpenMemHandle (0 on ROCm 5, 1 on HIP 6); block offsets are
+        relative to the mapping plus offset. The lease lasts while the stream
+        is open. When a response says closing (the daemon is stopping), close
+        the mapping, then send detach: the daemon frees the arena only after
+        every importer detached or its lease lapsed. A stream that ends
+        without detach keeps its lease for lease_ttl_ms, as the daemon cannot
+        know the mapping is gone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReserveSlot(self, request, context):
         """ReserveSlot reserves room in the DRAM arena for a block the client writes
         in place. Write exactly slot.length bytes at slot.offset of the mapping,
@@ -263,6 +286,11 @@ def add_KVTierServiceServicer_to_server(servicer, server):
                     servicer.Attach,
                     request_deserializer=kvtier_dot_v1_dot_kvtier__pb2.AttachRequest.FromString,
                     response_serializer=kvtier_dot_v1_dot_kvtier__pb2.AttachResponse.SerializeToString,
+            ),
+            'AttachHbmArena': grpc.stream_stream_rpc_method_handler(
+                    servicer.AttachHbmArena,
+                    request_deserializer=kvtier_dot_v1_dot_kvtier__pb2.AttachHbmArenaRequest.FromString,
+                    response_serializer=kvtier_dot_v1_dot_kvtier__pb2.AttachHbmArenaResponse.SerializeToString,
             ),
             'ReserveSlot': grpc.unary_unary_rpc_method_handler(
                     servicer.ReserveSlot,
@@ -423,6 +451,23 @@ class KVTierService(object):
         return grpc.experimental.unary_stream(request, target, '/kvtier.v1.KVTierService/Attach',
             kvtier_dot_v1_dot_kvtier__pb2.AttachRequest.SerializeToString,
             kvtier_dot_v1_dot_kvtier__pb2.AttachResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def AttachHbmArena(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/kvtier.v1.KVTierService/AttachHbmArena',
+            kvtier_dot_v1_dot_kvtier__pb2.AttachHbmArenaRequest.SerializeToString,
+            kvtier_dot_v1_dot_kvtier__pb2.AttachHbmArenaResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
