@@ -1,7 +1,6 @@
 package load
 
 import (
-	"encoding/json"
 	"fmt"
 	"image/color"
 	"io"
@@ -15,16 +14,6 @@ import (
 
 	"github.com/kvtier/kvtier/benchmarks/host"
 )
-
-// WriteJSON writes rows as one JSON array.
-func WriteJSON(w io.Writer, rows []Row) error {
-	if rows == nil {
-		rows = []Row{}
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(rows)
-}
 
 // WriteTable writes rows, then, when Redis was measured, kvtier/Redis
 // throughput per level.

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kvtier/kvtier/benchmarks/report"
 )
 
 var fixtures = []string{"testdata/kv-p00.bin", "testdata/kv-p03.bin"}
@@ -61,7 +63,7 @@ func TestReplayFixtures(t *testing.T) {
 		}
 	}
 	var buf bytes.Buffer
-	if err := WriteJSON(&buf, rs); err != nil {
+	if err := report.JSON(&buf, rs); err != nil {
 		t.Fatal(err)
 	}
 	var back []map[string]any

@@ -2,7 +2,6 @@ package prefetch
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -130,13 +129,6 @@ func Summarize(rs []Result) []Summary {
 		return 0
 	})
 	return out
-}
-
-// WriteJSON prints the results as one JSON array.
-func WriteJSON(w io.Writer, rs []Result) error {
-	e := json.NewEncoder(w)
-	e.SetIndent("", " ")
-	return e.Encode(rs)
 }
 
 // WriteTable prints the per-trace results and the averages over traces.

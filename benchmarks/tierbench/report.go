@@ -1,7 +1,6 @@
 package tierbench
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -9,16 +8,6 @@ import (
 
 	"github.com/kvtier/kvtier/benchmarks/host"
 )
-
-// WriteJSON writes rows as one JSON array.
-func WriteJSON(w io.Writer, rows []Row) error {
-	if rows == nil {
-		rows = []Row{}
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(rows)
-}
 
 // WriteTable writes rows as the tier table of the benchmarking literature
 // (tier, capacity, bandwidth, latency, reference, ratio), under a line

@@ -14,6 +14,7 @@ import (
 	"github.com/kvtier/kvtier/benchmarks/host"
 	"github.com/kvtier/kvtier/benchmarks/load"
 	"github.com/kvtier/kvtier/benchmarks/progress"
+	"github.com/kvtier/kvtier/benchmarks/report"
 	"github.com/kvtier/kvtier/client"
 )
 
@@ -181,20 +182,9 @@ func runBenchLoad(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	cfg.Host = &h
 	bar := progress.New(stderr, "bench load")
 	rows, err := load.Run(ctx, cfg, w, targets, bar.Set, stderr)
-	code := 0
-	switch {
-	case err != nil && ctx.Err() != nil:
-		bar.Done(fmt.Sprintf("interrupted; %d rows measured so far", len(rows)))
-		code = 130
-	case err != nil:
-		bar.Done("failed")
-		fmt.Fprintf(stderr, "kvtier bench load: %v\n", err)
-		code = 1
-	default:
-		bar.Done(fmt.Sprintf("%d rows", len(rows)))
-	}
+	code := report.Outcome(ctx, bar, stderr, "kvtier bench load", len(rows), err)
 	if *asJSON {
-		err = load.WriteJSON(stdout, rows)
+		err = report.JSON(stdout, rows)
 	} else {
 		err = load.WriteTable(stdout, rows, &h)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	pfbench "github.com/kvtier/kvtier/benchmarks/prefetch"
+	"github.com/kvtier/kvtier/benchmarks/report"
 	"github.com/kvtier/kvtier/prefetch"
 )
 
@@ -79,7 +80,7 @@ func runBenchPrefetch(ctx context.Context, args []string, stdout, stderr io.Writ
 		return fail(code, "%v", err)
 	}
 	if *asJSON {
-		err = pfbench.WriteJSON(stdout, rs)
+		err = report.JSON(stdout, rs)
 	} else {
 		err = pfbench.WriteTable(stdout, rs)
 		if err == nil && len(budgets) > 1 {

@@ -12,6 +12,7 @@ import (
 	"github.com/kvtier/kvtier/benchmarks/gpulink"
 	"github.com/kvtier/kvtier/benchmarks/host"
 	"github.com/kvtier/kvtier/benchmarks/progress"
+	"github.com/kvtier/kvtier/benchmarks/report"
 	"github.com/kvtier/kvtier/benchmarks/tierbench"
 )
 
@@ -104,20 +105,9 @@ func runBenchTiers(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.Host = &h
 	bar := progress.New(stderr, "bench tiers")
 	rows, err := tierbench.Run(ctx, cfg, bar.Set, stderr)
-	code := 0
-	switch {
-	case err != nil && ctx.Err() != nil:
-		bar.Done(fmt.Sprintf("interrupted; %d rows measured so far", len(rows)))
-		code = 130
-	case err != nil:
-		bar.Done("failed")
-		fmt.Fprintf(stderr, "kvtier bench tiers: %v\n", err)
-		code = 1
-	default:
-		bar.Done(fmt.Sprintf("%d rows", len(rows)))
-	}
+	code := report.Outcome(ctx, bar, stderr, "kvtier bench tiers", len(rows), err)
 	if *asJSON {
-		err = tierbench.WriteJSON(stdout, rows)
+		err = report.JSON(stdout, rows)
 	} else {
 		err = tierbench.WriteTable(stdout, rows, &h)
 	}
