@@ -124,6 +124,7 @@ var _ Policy = (*Request)(nil)
 // layerState is one layer's importance and query.
 type layerState struct {
 	imp      []float32 // decayed reported mass per block
+	seen     []bool    // per block: ObserveRead has reported it
 	step     uint64    // the step imp was last decayed to
 	observed bool      // some mass was reported
 	q        []float32 // latest query, nil before the first
@@ -219,6 +220,46 @@ func (r *Request) ObserveMass(layer int, step uint64, idx []uint32, mass []float
 	for i, b := range idx {
 		ls.imp[b] += w * mass[i]
 	}
+	return nil
+}
+
+// ObserveRead records the mass of the blocks a sparse attention step read
+// (partial observations: an engine that reads only its resident blocks
+// sees nothing of the others). A block read moves its importance toward
+// the new mass, imp = Decay·imp + (1-Decay)·mass (its first report sets
+// it); a block not read keeps its last importance, since not reading it
+// says nothing about it. Unlike ObserveMass, nothing decays by steps.
+func (r *Request) ObserveRead(layer int, idx []uint32, mass []float32) error {
+	ls, err := r.layer(layer)
+	if err != nil {
+		return err
+	}
+	if len(idx) != len(mass) {
+		return fmt.Errorf("%w: %d masses for %d blocks", ErrInvalid, len(mass), len(idx))
+	}
+	for i, b := range idx {
+		if b >= 1<<24 {
+			return fmt.Errorf("%w: block index %d", ErrInvalid, b)
+		}
+		if m := mass[i]; !(m >= 0) || math.IsInf(float64(m), 0) {
+			return fmt.Errorf("%w: mass %v for block %d", ErrInvalid, m, b)
+		}
+		if int(b) >= len(ls.imp) {
+			ls.imp = append(ls.imp, make([]float32, int(b)+1-len(ls.imp))...)
+		}
+		if int(b) >= len(ls.seen) {
+			ls.seen = append(ls.seen, make([]bool, int(b)+1-len(ls.seen))...)
+		}
+	}
+	d := float32(r.opts.Decay)
+	for i, b := range idx {
+		if ls.seen[b] {
+			ls.imp[b] = d*ls.imp[b] + (1-d)*mass[i]
+		} else {
+			ls.imp[b], ls.seen[b] = mass[i], true
+		}
+	}
+	ls.observed = ls.observed || len(idx) > 0
 	return nil
 }
 

@@ -220,3 +220,36 @@ func FuzzRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestObserveRead: partial observations move only the blocks read toward
+// their new mass; a block not read keeps its importance, and a block's
+// first report sets it.
+func TestObserveRead(t *testing.T) {
+	const d = 0.5
+	r, err := NewRequest(Shape{Layers: 1}, Options{Kind: Scores, Decay: d, Sink: -1, Recent: -1})
+	must(t, err)
+	must(t, r.ObserveRead(0, []uint32{2, 4}, []float32{0.6, 0.2}))
+	must(t, r.ObserveRead(0, []uint32{4}, []float32{0.4}))
+	must(t, r.ObserveRead(0, []uint32{4}, []float32{0.4}))
+	imp := r.layers[0].imp
+	for b, w := range map[int]float64{2: 0.6, 4: d*(d*0.2+(1-d)*0.4) + (1-d)*0.4} {
+		if math.Abs(float64(imp[b])-w) > 1e-6 {
+			t.Fatalf("importance of block %d = %v, want %v", b, imp[b], w)
+		}
+	}
+	sel, err := r.Select(nil, 0, 6, 2)
+	must(t, err)
+	if !slices.Equal(sel, []uint32{2, 4}) {
+		t.Fatalf("selected %v, want [2 4]", sel)
+	}
+	for _, bad := range []func() error{
+		func() error { return r.ObserveRead(1, nil, nil) },
+		func() error { return r.ObserveRead(0, []uint32{1}, nil) },
+		func() error { return r.ObserveRead(0, []uint32{1}, []float32{float32(math.NaN())}) },
+		func() error { return r.ObserveRead(0, []uint32{1 << 25}, []float32{1}) },
+	} {
+		if err := bad(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("bad read report: %v", err)
+		}
+	}
+}

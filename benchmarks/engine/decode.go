@@ -100,6 +100,7 @@ type decodeRun struct {
 	where    [][2]int // (layer, block) of each key
 	dst      [][]byte
 	copyBuf  []byte
+	blockBuf []byte      // scratch of observeBlocks
 	pending  bool        // a prefetch is in flight
 	keyOf    [][]*pb.Key // per layer, per block: built once per window
 	want     []bool      // scratch of queue
@@ -168,7 +169,9 @@ func (kc *KVCache) RunDecode(ctx context.Context, windows [][]int, opts DecodeOp
 		total := (len(w) + BlockTokens - 1) / BlockTokens
 		r.limit = max(1+opts.Recent, int(math.Ceil(opts.Budget*float64(total))))
 		if opts.Policy != nil {
-			opts.Policy.Reset()
+			if err := opts.Policy.Reset(); err != nil {
+				return row, err
+			}
 		}
 		res.Reset()
 		rlogits, err := res.Prefill(w[:opts.Prefill], nil)
@@ -193,6 +196,9 @@ func (kc *KVCache) RunDecode(ctx context.Context, windows [][]int, opts DecodeOp
 			return row, err
 		}
 		rawBytes, encBytes = rawBytes+raw, encBytes+enc
+		if err := r.observeBlocks(0, opts.Prefill/BlockTokens); err != nil {
+			return row, err
+		}
 		r.resident = make([][]bool, m.Layers)
 		r.next = make([][]int, m.Layers)
 		for l := range r.resident {
@@ -220,6 +226,9 @@ func (kc *KVCache) RunDecode(ctx context.Context, windows [][]int, opts DecodeOp
 					return row, err
 				}
 				rawBytes, encBytes = rawBytes+raw, encBytes+enc
+				if err := r.observeBlocks(b, b+1); err != nil {
+					return row, err
+				}
 				for l := range r.resident {
 					r.resident[l][b] = true
 				}
@@ -293,15 +302,35 @@ func (kc *KVCache) RunDecode(ctx context.Context, windows [][]int, opts DecodeOp
 // completed is the number of full blocks before position pos.
 func completed(pos int) int { return pos / BlockTokens }
 
+// observeBlocks hands the policy blocks [from, to) of every layer as the
+// engine wrote them (sparse mode), for its key summaries.
+func (r *decodeRun) observeBlocks(from, to int) error {
+	if r.opts.Mode != "sparse" {
+		return nil
+	}
+	for b := from; b < to; b++ {
+		for l := 0; l < r.m.Layers; l++ {
+			var err error
+			if r.blockBuf, err = r.s.AppendBlock(r.blockBuf[:0], l, b*BlockTokens, BlockTokens); err != nil {
+				return err
+			}
+			if err := r.opts.Policy.ObserveBlock(l, b, r.blockBuf); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // plan fills r.next[l] with the blocks step pos reads in layer l (beyond
 // the current partial block): the sink, the recent window, and the
 // policy's picks, at most r.limit.
-func (r *decodeRun) plan(l, pos int, q []float32) {
+func (r *decodeRun) plan(l, pos int, q []float32) error {
 	n := completed(pos)
 	nx := r.next[l][:0]
 	if n == 0 {
 		r.next[l] = nx
-		return
+		return nil
 	}
 	nx = append(nx, 0)
 	firstRecent := max(1, n-r.opts.Recent)
@@ -317,12 +346,19 @@ func (r *decodeRun) plan(l, pos int, q []float32) {
 		if o, ok := r.opts.Policy.(Oracle); ok && q != nil {
 			nx = o.SelectOracle(l, pos, q, r.s, cands, k, nx)
 		} else if r.opts.Mode == "sparse" {
-			nx = r.opts.Policy.Select(l, cands, k, nx)
+			var err error
+			if nx, err = r.opts.Policy.Select(l, cands, k, nx); err != nil {
+				return err
+			}
 		} else {
-			nx = lru{}.Select(l, cands, k, nx)
+			for i := len(cands) - 1; i >= 0 && k > 0; i-- { // the most recent
+				nx = append(nx, cands[i])
+				k--
+			}
 		}
 	}
 	r.next[l] = nx
+	return nil
 }
 
 // queue adds layer l's planned blocks that are not resident to the fetch
@@ -417,7 +453,9 @@ func (r *decodeRun) beforeStep(ctx context.Context, f *fetcher, pos int) error {
 	}
 	n := completed(pos)
 	for l := 0; l < r.m.Layers; l++ {
-		r.plan(l, pos, nil)
+		if err := r.plan(l, pos, nil); err != nil {
+			return err
+		}
 		r.queue(l, pos)
 		// Everything completed is read: count the rest as misses.
 		for b := 0; b < n; b++ {
@@ -441,7 +479,9 @@ func (r *decodeRun) beforeStep(ctx context.Context, f *fetcher, pos int) error {
 // the missing ones.
 func (r *decodeRun) prefetch(f *fetcher, pos int) error {
 	for l := 0; l < r.m.Layers; l++ {
-		r.plan(l, pos, nil)
+		if err := r.plan(l, pos, nil); err != nil {
+			return err
+		}
 		r.queue(l, pos)
 	}
 	if len(r.keys) > 0 {
@@ -481,8 +521,15 @@ func (r *decodeRun) poison(l, b int) {
 // Before implements Attention for sparse mode: the mask of the planned
 // blocks (the oracle plans and fetches here, synchronously).
 func (r *decodeRun) Before(l, pos int, q []float32) []bool {
-	if _, ok := r.opts.Policy.(Oracle); ok {
-		r.plan(l, pos, q)
+	if _, ok := r.opts.Policy.(Oracle); !ok {
+		if err := r.opts.Policy.ObserveQuery(l, pos, q); err != nil && r.err == nil {
+			r.err = err
+		}
+	} else if err := r.plan(l, pos, q); err != nil {
+		if r.err == nil {
+			r.err = err
+		}
+	} else {
 		r.queue(l, pos)
 		if len(r.keys) > 0 {
 			// An error here surfaces as NaN logits: the blocks stay poisoned.
@@ -527,5 +574,7 @@ func (r *decodeRun) After(l, pos int, probs []float32) {
 			}
 		}
 	}
-	r.opts.Policy.Observe(l, pos, mass)
+	if err := r.opts.Policy.Observe(l, pos, mass); err != nil && r.err == nil {
+		r.err = err
+	}
 }

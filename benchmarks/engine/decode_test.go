@@ -41,10 +41,12 @@ func TestDecodeThroughKVTier(t *testing.T) {
 		{"sparse/lru", "none", "sparse", "lru", 0.34, false},
 		{"sparse/oracle", "none", "sparse", "oracle", 0.34, false},
 		{"sparse/scores", "int8", "sparse", "scores", 0.34, false},
+		{"sparse/queries", "none", "sparse", "queries", 0.34, false},
+		{"sparse/scores+queries", "int4", "sparse", "scores+queries", 0.34, false},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if raceOn && (tc.name == "full/none" || tc.name == "sparse/lru" || tc.name == "sparse/oracle") {
+			if raceOn && (tc.name == "full/none" || tc.name == "sparse/lru" || tc.name == "sparse/oracle" || tc.name == "sparse/queries") {
 				t.Skip("race build: the other cases cover the same paths")
 			}
 			cd, err := ParseCodec(tc.codec)
@@ -54,7 +56,7 @@ func TestDecodeThroughKVTier(t *testing.T) {
 			kc := NewKVCache(m, c, shm, "dec-"+string(rune('a'+i)), cd)
 			var pol Policy
 			if tc.policy != "" {
-				if pol, err = NewPolicy(tc.policy, m.Layers); err != nil {
+				if pol, err = NewPolicy(tc.policy, m); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -93,7 +95,7 @@ func TestDecodeRejects(t *testing.T) {
 			t.Errorf("%+v: %v", o, err)
 		}
 	}
-	if _, err := NewPolicy("magic", 6); !errors.Is(err, ErrInput) {
+	if _, err := NewPolicy("magic", m); !errors.Is(err, ErrInput) {
 		t.Errorf("unknown policy: %v", err)
 	}
 }

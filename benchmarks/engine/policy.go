@@ -4,26 +4,34 @@ import (
 	"fmt"
 	"math"
 	"sort"
+
+	"github.com/kvtier/kvtier/prefetch"
 )
 
 // Policy picks, per layer, the blocks a sparse decode step reads beyond the
 // sink block and the recent window, which the engine always keeps. It sees
 // only what attention read (partial observations): Observe gets the mass
-// of the blocks read, and blocks it did not read are absent.
-//
-// The prefetcher's policies (scores, queries, scores+queries, fed through
-// the daemon's Hint stream) are to implement this interface too.
+// of the blocks read, and blocks it did not read are absent. The
+// prefetcher's policies (prefetch.Request: lru, scores, queries,
+// scores+queries) implement it through PrefetchPolicy; Oracle is the
+// quality bound.
 type Policy interface {
 	Name() string
 	// Reset starts a new request.
-	Reset()
-	// Observe gets layer l's attention mass per block at position pos;
-	// mass[b] < 0 for blocks that were not read.
-	Observe(l, pos int, mass []float64)
+	Reset() error
+	// Observe gets layer l's attention mass per block at position pos,
+	// summed over query heads; mass[b] < 0 for blocks that were not read.
+	Observe(l, pos int, mass []float64) error
+	// ObserveQuery gets layer l's post-RoPE query at position pos
+	// ([heads][headDim]); the engine plans step pos+1 with it (the query
+	// an engine has one step ahead).
+	ObserveQuery(l, pos int, q []float32) error
+	// ObserveBlock gets layer l's block b as the engine writes it to kvtier
+	// (the block layout: fp16, K then V), for key summaries.
+	ObserveBlock(l, b int, block []byte) error
 	// Select appends to dst up to k blocks of candidates (completed blocks,
-	// sink and recent window excluded) for layer l's next step; q, keys is
-	// the next step's query and the true keys, given only to an Oracle.
-	Select(l int, candidates []int, k int, dst []int) []int
+	// sink and recent window excluded) for layer l's next step.
+	Select(l int, candidates []int, k int, dst []int) ([]int, error)
 }
 
 // Oracle marks a policy that selects with the step's own query and the
@@ -33,85 +41,36 @@ type Oracle interface {
 	SelectOracle(l, pos int, q []float32, s *Session, candidates []int, k int, dst []int) []int
 }
 
-// NewPolicy returns a policy by name: lru, oracle, or scores (the
-// engine's own decayed observed mass, standing in until the prefetcher's
-// is wired).
-func NewPolicy(name string, layers int) (Policy, error) {
-	switch name {
-	case "lru":
-		return lru{}, nil
-	case "oracle":
+// PolicyNames lists the policies NewPolicy knows.
+var PolicyNames = []string{"lru", "scores", "queries", "scores+queries", "oracle"}
+
+// NewPolicy returns a policy for model m by name: oracle, or one of the
+// prefetcher's (lru, scores, queries, scores+queries).
+func NewPolicy(name string, m *Model) (Policy, error) {
+	if name == "oracle" {
 		return oracle{}, nil
-	case "scores":
-		return &decayed{decay: 0.8, layers: layers}, nil
 	}
-	return nil, fmt.Errorf("%w: unknown policy %q (lru, oracle, scores; queries and scores+queries come with the prefetcher)", ErrInput, name)
-}
-
-// lru keeps the most recently completed blocks: with a sink, StreamingLLM.
-type lru struct{}
-
-func (lru) Name() string                { return "lru" }
-func (lru) Reset()                      {}
-func (lru) Observe(int, int, []float64) {}
-func (lru) Select(_ int, c []int, k int, dst []int) []int {
-	for i := len(c) - 1; i >= 0 && k > 0; i-- {
-		dst = append(dst, c[i])
-		k--
+	k, err := prefetch.ParseKind(name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: unknown policy %q (want one of %v)", ErrInput, name, PolicyNames)
 	}
-	return dst
+	return NewPrefetchPolicy(m, prefetch.Options{Kind: k})
 }
 
 // oracle reads the blocks with the most attention mass under full
 // attention at this very step.
 type oracle struct{}
 
-func (oracle) Name() string                        { return "oracle" }
-func (oracle) Reset()                              {}
-func (oracle) Observe(int, int, []float64)         {}
-func (oracle) Select(int, []int, int, []int) []int { return nil }
+func (oracle) Name() string                                 { return "oracle" }
+func (oracle) Reset() error                                 { return nil }
+func (oracle) Observe(int, int, []float64) error            { return nil }
+func (oracle) ObserveQuery(int, int, []float32) error       { return nil }
+func (oracle) ObserveBlock(int, int, []byte) error          { return nil }
+func (oracle) Select(int, []int, int, []int) ([]int, error) { return nil, nil }
 
 func (oracle) SelectOracle(l, pos int, q []float32, s *Session, cands []int, k int, dst []int) []int {
 	mass := s.FullMass(l, pos, q)
 	return topK(cands, k, func(b int) float64 { return mass[b] }, dst)
-}
-
-// decayed keeps an exponentially decayed attention mass per block from
-// what attention read; a block not read keeps its last value.
-type decayed struct {
-	decay  float64
-	layers int
-	score  [][]float64
-}
-
-func (d *decayed) Name() string { return "scores" }
-func (d *decayed) Reset()       { d.score = make([][]float64, d.layers) }
-func (d *decayed) Observe(l, _ int, mass []float64) {
-	sc := d.score[l]
-	for len(sc) < len(mass) {
-		sc = append(sc, math.Inf(1)) // unseen blocks first
-	}
-	for b, m := range mass {
-		if m < 0 {
-			continue
-		}
-		if math.IsInf(sc[b], 1) {
-			sc[b] = m
-		} else {
-			sc[b] = d.decay*sc[b] + (1-d.decay)*m
-		}
-	}
-	d.score[l] = sc
-}
-
-func (d *decayed) Select(l int, c []int, k int, dst []int) []int {
-	sc := d.score[l]
-	return topK(c, k, func(b int) float64 {
-		if b < len(sc) {
-			return sc[b]
-		}
-		return math.Inf(1)
-	}, dst)
 }
 
 // topK appends the k candidates with the highest score.

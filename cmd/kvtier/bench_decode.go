@@ -28,7 +28,7 @@ func runBenchDecode(ctx context.Context, args []string, stdout, stderr io.Writer
 	tflops := fs.Float64("tflops", 0, "presets: peak TFLOP/s (default: the profile's)")
 	linkGBps := fs.Float64("link-gbps", 0, "presets: host link GB/s (default: the profile's)")
 	mode := fs.String("mode", "sparse", "decode mode: full (every block read, non-resident ones fetched) or sparse (resident set only)")
-	policy := fs.String("policy", "scores", "sparse mode's block policy: lru, oracle, scores")
+	policy := fs.String("policy", "scores", "sparse mode's block policy: lru, scores, queries, scores+queries (the prefetcher's) or oracle")
 	budget := fs.Float64("budget", 0.2, "fraction of a request's blocks resident in the engine, (0, 1]")
 	codecSpec := fs.String("codec", "none", "codec applied to blocks stored in kvtier: none, lossless, int8, int4, int3, int2 (with +ec, +clip, ...)")
 	ctxLen := fs.Int("context", 256, "tokens per window (the first half prefilled, the rest decoded); quality is meaningful up to 256")
@@ -130,7 +130,7 @@ func runBenchDecode(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		var pol engine.Policy
 		if g["mode"] == "sparse" {
-			if pol, err = engine.NewPolicy(g["policy"], m.Layers); err != nil {
+			if pol, err = engine.NewPolicy(g["policy"], m); err != nil {
 				return usage(err)
 			}
 		}

@@ -23,13 +23,13 @@ func TestBenchDecodeJSON(t *testing.T) {
 	svg := filepath.Join(dir, "d.svg")
 	var out, errb bytes.Buffer
 	args := []string{"bench", "decode", "--text", filepath.Join(dir, "a.go") + "," + filepath.Join(dir, "b.go"),
-		"--windows", "2", "--context", "64", "--mode", "sparse", "--sweep", "policy=lru,oracle", "--sweep", "budget=0.3,1",
+		"--windows", "2", "--context", "64", "--mode", "sparse", "--sweep", "policy=lru,scores,queries,scores+queries,oracle", "--sweep", "budget=0.3,1",
 		"--json", "--plot", svg}
 	if rc := run(args, &out, &errb); rc != 0 {
 		t.Fatalf("rc %d: %s", rc, errb.String())
 	}
 	var rows []engine.DecodeRow
-	if err := json.Unmarshal(out.Bytes(), &rows); err != nil || len(rows) != 4 {
+	if err := json.Unmarshal(out.Bytes(), &rows); err != nil || len(rows) != 10 {
 		t.Fatalf("json: %v, %d rows:\n%s", err, len(rows), out.String())
 	}
 	var raw []map[string]any
