@@ -194,6 +194,7 @@ func FuzzRequest(f *testing.F) {
 			mass = append(mass, float32(data[i+1])/255)
 		}
 		_ = r.ObserveMass(int(len(data)%3), uint64(len(data)), idx, mass)
+		_ = r.ObserveRead(int(len(data)/2%3), idx, mass)
 		q := make([]float32, 16)
 		for i := range q {
 			if i < len(data) {
