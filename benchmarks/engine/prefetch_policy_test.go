@@ -148,3 +148,58 @@ func TestPrefetchPolicyQueries(t *testing.T) {
 		t.Fatal("a 3-byte block was summarized")
 	}
 }
+
+// TestPrefetchScoresRemembersUnread: with partial observations a block the
+// engine stopped reading keeps its importance. Blocks 3 and 9 are hot and
+// block 12 warm; with room for two picks, 12 is not read once it leaves
+// the recent window. When block 3 cools, the policy must come back to 12
+// (a policy that decays unread blocks every step has forgotten it).
+func TestPrefetchScoresRemembersUnread(t *testing.T) {
+	m := tinyModel(t)
+	pol, err := NewPolicy("scores", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heat := map[int]float64{3: 0.3, 9: 0.3, 12: 0.15}
+	const blocks, k = 16, 2
+	var sel []int
+	step := func(n, pos int) []int {
+		var cands []int
+		for b := 1; b < n-1; b++ {
+			cands = append(cands, b)
+		}
+		var err error
+		if sel, err = pol.Select(0, cands, k, sel[:0]); err != nil {
+			t.Fatal(err)
+		}
+		mass := make([]float64, n+1)
+		for b := range mass {
+			mass[b] = -1
+		}
+		for _, b := range append([]int{0, n - 1, n}, sel...) {
+			mass[b] = (0.01 + heat[b]) * float64(m.Heads)
+		}
+		if err := pol.Observe(0, pos, mass); err != nil {
+			t.Fatal(err)
+		}
+		got := slices.Clone(sel)
+		slices.Sort(got)
+		return got
+	}
+	var got []int
+	for n := 2; n <= blocks; n++ {
+		for s := range 4 {
+			got = step(n, n*BlockTokens+s)
+		}
+	}
+	if !slices.Equal(got, []int{3, 9}) {
+		t.Fatalf("hot phase: selected %v, want [3 9]", got)
+	}
+	heat[3] = 0
+	for s := range 3 {
+		got = step(blocks, blocks*BlockTokens+4+s)
+	}
+	if !slices.Equal(got, []int{9, 12}) {
+		t.Fatalf("block 3 cooled: selected %v, want [9 12] (block 12 remembered)", got)
+	}
+}
