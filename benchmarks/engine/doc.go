@@ -16,8 +16,12 @@
 //   - Blocks: 16-token per-layer blocks in the codec's KV-separate fp16
 //     layout, keyed by the chained prefix hash (tiers.ChainHashes), put to
 //     and loaded from the daemon through the Go client (store.go).
-//   - Decode offload (offload.go): a device-memory budget standing in for
-//     HBM, full and sparse attention, and the block selection policies.
+//   - Decode offload (decode.go): a device-memory budget standing in for
+//     HBM, full and sparse attention, and the block selection policies
+//     (policy.go: the oracle; prefetch_policy.go: PrefetchPolicy, the
+//     prefetcher's lru, scores, queries and scores+queries fed with the
+//     engine's read attention mass, its queries and the key summaries of
+//     the blocks it writes).
 //
 // Caveats: the model was trained on 256-byte windows; its predictions past
 // position 256 degrade, so quality is measured on windows of at most 256
