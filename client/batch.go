@@ -145,11 +145,13 @@ func parentOf(parents [][]byte, i int) []byte {
 }
 
 // GetBatch copies blocks out of the arena, block i into dst[i][:0] (grown
-// as needed; the result is stored back in dst[i]). Every pin is sent on
-// the session's pin stream before any answer is awaited, so a batch costs
-// about one round trip plus the copies; the pins are released with the
-// next pin (or after a short delay) as Get's are. Without a pin stream it
-// falls back to one Get per block. A *BatchError says which blocks failed.
+// as needed; the result is stored back in dst[i]). Up to 4096 blocks are
+// pinned by one PinBlocks call under one lease, so a batch costs one round
+// trip plus the copies; the lease is released with the next pin (or after
+// a short delay) as Get's are. A daemon without PinBlocks gets every pin
+// sent on the session's pin stream before any answer is awaited, and one
+// without a pin stream one Get per block. A *BatchError says which blocks
+// failed.
 func (s *Shm) GetBatch(ctx context.Context, keys []*pb.Key, dst [][]byte, opts GetOptions) error {
 	if err := checkBatch(ctx, keys, dst); err != nil {
 		return err
@@ -157,6 +159,21 @@ func (s *Shm) GetBatch(ctx context.Context, keys []*pb.Key, dst [][]byte, opts G
 	if err := s.check(); err != nil {
 		return err
 	}
+	if !s.noBatch.Load() {
+		errs, err := s.pinBlocksBatch(ctx, keys, dst, opts)
+		if status.Code(err) != codes.Unimplemented {
+			if err != nil {
+				return err
+			}
+			return batchErr(errs)
+		}
+		s.noBatch.Store(true)
+	}
+	return s.getBatchStream(ctx, keys, dst, opts)
+}
+
+// getBatchStream is GetBatch over the pin stream.
+func (s *Shm) getBatchStream(ctx context.Context, keys []*pb.Key, dst [][]byte, opts GetOptions) error {
 	ps, err := s.stream()
 	if err != nil {
 		return err

@@ -41,6 +41,7 @@ type Shm struct {
 	pinMu    sync.Mutex // protects ps and noStream
 	ps       *pinStream // nil until the first pin, or after the stream broke
 	noStream bool       // the daemon has no PinStream: pin with unary calls
+	noBatch  atomic.Bool // the daemon has no PinBlocks: GetBatch uses the pin stream
 	nextPin  atomic.Uint64
 
 	mu           sync.Mutex // protects the fields below
