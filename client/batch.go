@@ -182,13 +182,7 @@ func (s *Shm) getBatchStream(ctx context.Context, keys []*pb.Key, dst [][]byte, 
 		return s.getEach(ctx, keys, dst, opts)
 	}
 	start := time.Now()
-	s.mu.Lock()
-	var rel []uint64
-	if n := min(len(s.pending), releaseBatch); n > 0 {
-		rel = append(rel, s.pending[:n]...)
-		s.pending = s.pending[:copy(s.pending, s.pending[n:])]
-	}
-	s.mu.Unlock()
+	rel := s.takePending()
 	errs := make([]error, len(keys))
 	chans := make([]chan pinResult, len(keys))
 	ids := make([]uint64, len(keys))
@@ -245,13 +239,7 @@ func (s *Shm) getBatchStream(ctx context.Context, keys []*pb.Key, dst [][]byte, 
 			errs[i] = err
 			continue
 		}
-		d := dst[i]
-		if cap(d) < len(v) {
-			d = make([]byte, len(v))
-		}
-		d = d[:len(v)]
-		copy(d, v)
-		dst[i] = d
+		dst[i] = copyInto(dst[i], v)
 		deadline := start.Add(time.Duration(r.resp.GetLeaseTtlMs()) * time.Millisecond)
 		if time.Until(deadline) > ttl {
 			s.deferRelease(r.resp.GetLeaseId())

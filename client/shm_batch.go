@@ -24,13 +24,7 @@ func (s *Shm) pinBlocksBatch(ctx context.Context, keys []*pb.Key, dst [][]byte, 
 	margin := safetyMargin(time.Duration(s.sess.GetDefaultLeaseTtlMs()) * time.Millisecond)
 	for lo := 0; lo < len(keys); lo += maxPinBlocksKeys {
 		hi := min(lo+maxPinBlocksKeys, len(keys))
-		s.mu.Lock()
-		var rel []uint64
-		if n := min(len(s.pending), releaseBatch); n > 0 {
-			rel = append(rel, s.pending[:n]...)
-			s.pending = s.pending[:copy(s.pending, s.pending[n:])]
-		}
-		s.mu.Unlock()
+		rel := s.takePending()
 		start := time.Now()
 		resp, err := s.c.api.PinBlocks(ctx, &pb.PinBlocksRequest{
 			SessionId: s.id, Keys: keys[lo:hi], Promote: opts.Promote, ReleaseLeaseIds: rel,
@@ -61,13 +55,7 @@ func (s *Shm) pinBlocksBatch(ctx context.Context, keys []*pb.Key, dst [][]byte, 
 				errs[i] = err
 				continue
 			}
-			d := dst[i]
-			if cap(d) < len(v) {
-				d = make([]byte, len(v))
-			}
-			d = d[:len(v)]
-			copy(d, v)
-			dst[i] = d
+			dst[i] = copyInto(dst[i], v)
 		}
 		lease := resp.GetLeaseId()
 		if lease == 0 {
@@ -89,4 +77,27 @@ func (s *Shm) pinBlocksBatch(ctx context.Context, keys []*pb.Key, dst [][]byte, 
 		}
 	}
 	return errs, nil
+}
+
+// takePending removes up to releaseBatch deferred releases, for a pin call
+// to carry.
+func (s *Shm) takePending() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rel []uint64
+	if n := min(len(s.pending), releaseBatch); n > 0 {
+		rel = append(rel, s.pending[:n]...)
+		s.pending = s.pending[:copy(s.pending, s.pending[n:])]
+	}
+	return rel
+}
+
+// copyInto copies v into d[:0], grown as needed.
+func copyInto(d, v []byte) []byte {
+	if cap(d) < len(v) {
+		d = make([]byte, len(v))
+	}
+	d = d[:len(v)]
+	copy(d, v)
+	return d
 }
