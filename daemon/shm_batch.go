@@ -42,11 +42,24 @@ func validatePinBlocks(req *pb.PinBlocksRequest) (pinBlocksArgs, error) {
 	}
 	a.keys = make([]tiers.Key, len(ks))
 	for i, k := range ks {
-		if a.keys[i], err = keyFromProto(fmt.Sprintf("keys[%d]", i), k); err != nil {
+		if a.keys[i], err = batchKey(i, k); err != nil {
 			return a, err
 		}
 	}
 	return a, nil
+}
+
+// batchKey is keyFromProto for keys[i] without building the field's name
+// (three strings per key) unless the key is invalid.
+func batchKey(i int, k *pb.Key) (tiers.Key, error) {
+	if k != nil && tiers.NamespaceProblem(k.GetNamespace()) == "" &&
+		(len(k.GetHash()) == 16 || len(k.GetHash()) == 32) &&
+		k.GetLayer() >= tiers.AllLayers && k.GetLayer() <= tiers.MaxLayer {
+		if h, err := tiers.HashFromBytes(k.GetHash()); err == nil {
+			return tiers.Key{Namespace: k.GetNamespace(), Hash: h, Layer: int16(k.GetLayer())}, nil
+		}
+	}
+	return keyFromProto(fmt.Sprintf("keys[%d]", i), k)
 }
 
 // validatePins checks, before a pin lease is dropped, that every slot it
