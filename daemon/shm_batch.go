@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc/status"
 
+	"github.com/kvtier/kvtier/codec"
 	pb "github.com/kvtier/kvtier/proto/kvtier/v1"
 	"github.com/kvtier/kvtier/tiers"
 )
@@ -101,8 +102,13 @@ func (s *Server) PinBlocks(ctx context.Context, req *pb.PinBlocksRequest) (*pb.P
 	if err := sess.reserve(s.cfg.MaxLeases); err != nil {
 		return nil, err
 	}
+	// One allocation each for the entries and slots; blocks of one layout
+	// (the usual batch) share its message.
 	entries := make([]pb.PinBlocksEntry, len(a.keys))
+	slots := make([]pb.ArenaSlot, len(a.keys))
 	out := make([]*pb.PinBlocksEntry, len(a.keys))
+	var lastLayout codec.Layout
+	var lastPB *pb.Layout
 	ls := &lease{kind: leasePin}
 	n := 0
 	unpin := func() {
@@ -127,7 +133,12 @@ func (s *Server) PinBlocks(ctx context.Context, req *pb.PinBlocksRequest) (*pb.P
 			e.Code, e.Message = int32(st.Code()), st.Message()
 			continue
 		}
-		e.Slot, e.Layout, e.From = slotToProto(b.Slot), layoutToProto(b.Layout), tierToProto(b.From)
+		sl := &slots[i]
+		sl.Offset, sl.Length, sl.Generation = uint64(b.Slot.Offset), uint64(b.Slot.Len), b.Slot.Gen
+		if lastPB == nil || b.Layout != lastLayout {
+			lastLayout, lastPB = b.Layout, layoutToProto(b.Layout)
+		}
+		e.Slot, e.Layout, e.From = sl, lastPB, tierToProto(b.From)
 		if n == 0 {
 			ls.key, ls.slot = k, b.Slot
 		} else {
