@@ -145,11 +145,13 @@ func parentOf(parents [][]byte, i int) []byte {
 }
 
 // GetBatch copies blocks out of the arena, block i into dst[i][:0] (grown
-// as needed; the result is stored back in dst[i]). Every pin is sent on
-// the session's pin stream before any answer is awaited, so a batch costs
-// about one round trip plus the copies; the pins are released with the
-// next pin (or after a short delay) as Get's are. Without a pin stream it
-// falls back to one Get per block. A *BatchError says which blocks failed.
+// as needed; the result is stored back in dst[i]). Up to 4096 blocks are
+// pinned by one PinBlocks call under one lease, so a batch costs one round
+// trip plus the copies; the lease is released with the next pin (or after
+// a short delay) as Get's are. A daemon without PinBlocks gets every pin
+// sent on the session's pin stream before any answer is awaited, and one
+// without a pin stream one Get per block. A *BatchError says which blocks
+// failed.
 func (s *Shm) GetBatch(ctx context.Context, keys []*pb.Key, dst [][]byte, opts GetOptions) error {
 	if err := checkBatch(ctx, keys, dst); err != nil {
 		return err
@@ -157,6 +159,21 @@ func (s *Shm) GetBatch(ctx context.Context, keys []*pb.Key, dst [][]byte, opts G
 	if err := s.check(); err != nil {
 		return err
 	}
+	if !s.noBatch.Load() {
+		errs, err := s.pinBlocksBatch(ctx, keys, dst, opts)
+		if status.Code(err) != codes.Unimplemented {
+			if err != nil {
+				return err
+			}
+			return batchErr(errs)
+		}
+		s.noBatch.Store(true)
+	}
+	return s.getBatchStream(ctx, keys, dst, opts)
+}
+
+// getBatchStream is GetBatch over the pin stream.
+func (s *Shm) getBatchStream(ctx context.Context, keys []*pb.Key, dst [][]byte, opts GetOptions) error {
 	ps, err := s.stream()
 	if err != nil {
 		return err
@@ -165,13 +182,7 @@ func (s *Shm) GetBatch(ctx context.Context, keys []*pb.Key, dst [][]byte, opts G
 		return s.getEach(ctx, keys, dst, opts)
 	}
 	start := time.Now()
-	s.mu.Lock()
-	var rel []uint64
-	if n := min(len(s.pending), releaseBatch); n > 0 {
-		rel = append(rel, s.pending[:n]...)
-		s.pending = s.pending[:copy(s.pending, s.pending[n:])]
-	}
-	s.mu.Unlock()
+	rel := s.takePending()
 	errs := make([]error, len(keys))
 	chans := make([]chan pinResult, len(keys))
 	ids := make([]uint64, len(keys))
@@ -228,13 +239,7 @@ func (s *Shm) GetBatch(ctx context.Context, keys []*pb.Key, dst [][]byte, opts G
 			errs[i] = err
 			continue
 		}
-		d := dst[i]
-		if cap(d) < len(v) {
-			d = make([]byte, len(v))
-		}
-		d = d[:len(v)]
-		copy(d, v)
-		dst[i] = d
+		dst[i] = copyInto(dst[i], v)
 		deadline := start.Add(time.Duration(r.resp.GetLeaseTtlMs()) * time.Millisecond)
 		if time.Until(deadline) > ttl {
 			s.deferRelease(r.resp.GetLeaseId())

@@ -38,9 +38,10 @@ type Shm struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the Attach stream ends
 
-	pinMu    sync.Mutex // protects ps and noStream
-	ps       *pinStream // nil until the first pin, or after the stream broke
-	noStream bool       // the daemon has no PinStream: pin with unary calls
+	pinMu    sync.Mutex  // protects ps and noStream
+	ps       *pinStream  // nil until the first pin, or after the stream broke
+	noStream bool        // the daemon has no PinStream: pin with unary calls
+	noBatch  atomic.Bool // the daemon has no PinBlocks: GetBatch uses the pin stream
 	nextPin  atomic.Uint64
 
 	mu           sync.Mutex // protects the fields below
@@ -257,13 +258,7 @@ func (s *Shm) Pin(ctx context.Context, key *pb.Key, opts GetOptions) (*Pinned, e
 		return nil, err
 	}
 	start := time.Now()
-	s.mu.Lock()
-	var rel []uint64
-	if n := min(len(s.pending), releaseBatch); n > 0 {
-		rel = append(rel, s.pending[:n]...)
-		s.pending = s.pending[:copy(s.pending, s.pending[n:])]
-	}
-	s.mu.Unlock()
+	rel := s.takePending()
 	resp, err := s.pinBlock(ctx, &pb.PinBlockRequest{
 		SessionId: s.id, Key: key, Promote: opts.Promote, ReleaseLeaseIds: rel,
 	})

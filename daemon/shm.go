@@ -62,6 +62,9 @@ type lease struct {
 	slot  tiers.Slot        // where the block is (pins) or goes (reservations)
 	timer *time.Timer       // expires the lease
 	size  int64
+	// A PinBlocks lease holds several pins: key and slot are the first
+	// one's, more the others' (shm_batch.go).
+	more []pinned
 }
 
 // slotValidator is implemented by arenas that can tell whether a slot is
@@ -363,6 +366,11 @@ func (p *shmPlane) drop(l *lease) {
 	switch l.kind {
 	case leasePin:
 		err = p.s.store.Release(l.key)
+		for _, m := range l.more {
+			if e := p.s.store.Release(m.key); e != nil && err == nil {
+				err = e
+			}
+		}
 	case leaseSlot:
 		err = p.s.store.Abort(l.res)
 	}
@@ -624,9 +632,8 @@ func (s *Server) release(sess *session, ids []uint64) (int, error) {
 	v, _ := s.arena.(slotValidator)
 	for _, id := range ids {
 		l, err := sess.take(id, leasePin)
-		if err == nil && v != nil && !v.Validate(l.slot) {
-			s.log.Error("daemon: a pinned slot changed under its lease", "key", l.key.String(), "slot", l.slot)
-			err = fmt.Errorf("%w: lease %d: the slot was reused (generation %d)", ErrNoLease, id, l.slot.Gen)
+		if err == nil && v != nil {
+			err = validatePins(s, v, l)
 		}
 		if l != nil {
 			s.shm.drop(l)

@@ -210,3 +210,36 @@ func FuzzValidate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzValidatePinBlocks: any PinBlocks request is accepted or refused with
+// a FieldError, never a panic, and an accepted one has one key per entry.
+func FuzzValidatePinBlocks(f *testing.F) {
+	for _, m := range []*pb.PinBlocksRequest{
+		{Keys: []*pb.Key{{Namespace: "ns", Hash: make([]byte, 16)}}},
+		{Keys: []*pb.Key{{Namespace: "ns", Hash: make([]byte, 32), Layer: 3}, {Namespace: "x", Hash: make([]byte, 16)}}, Promote: pb.Tier_TIER_DRAM},
+		{Keys: []*pb.Key{nil}},
+	} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var req pb.PinBlocksRequest
+		if proto.Unmarshal(b, &req) != nil {
+			return
+		}
+		a, err := validatePinBlocks(&req)
+		if err != nil {
+			var fe *FieldError
+			if !errors.As(err, &fe) || !errors.Is(err, tiers.ErrInvalid) {
+				t.Fatalf("not a FieldError: %v", err)
+			}
+			return
+		}
+		if len(a.keys) != len(req.GetKeys()) || len(a.keys) == 0 || len(a.keys) > MaxPinBlocksKeys {
+			t.Fatalf("%d keys validated from %d", len(a.keys), len(req.GetKeys()))
+		}
+	})
+}

@@ -45,6 +45,9 @@ _live: "weakref.WeakSet[Session]" = weakref.WeakSet()
 #: outlives its leases before the commits nor exceeds the session's leases.
 BATCH = 64
 
+#: The daemon's limit on keys per PinBlocks call (get_many splits longer lists).
+PIN_BLOCKS_MAX = 4096
+
 
 @atexit.register
 def _close_all() -> None:
@@ -187,6 +190,7 @@ class Session:
         self._closed = False
         self._end: Optional[BaseException] = None
         self.expired = 0  # leases the daemon reported expired
+        self._no_pin_blocks = False  # the daemon has no PinBlocks: get_many pins one by one
         self._held: "dict[int, Pinned]" = {}  # pins renewed in the background, by id(Pinned)
         self._bg: "set[Any]" = set()  # calls not waited for (releases), until done
         self._stop = threading.Event()
@@ -398,12 +402,73 @@ class Session:
         """Copies blocks into caller buffers (numpy arrays, torch CPU
         tensors, bytearrays; each exactly the block's size). Returns one entry
         per block: None when it was copied, else the error (NotFound for a
-        block not cached). Pins are taken concurrently and released in one
-        call."""
+        block not cached). Up to PIN_BLOCKS_MAX blocks are pinned by one
+        PinBlocks call under one lease, released in the background once the
+        copies are done (a daemon without PinBlocks gets one PinBlock per
+        block, taken concurrently)."""
         self._check()
         if len(hashes) != len(outs):
             raise ValueError("kvtier: get_many needs as many buffers as hashes")
         dsts = [writable_u8(o) for o in outs]
+        if not self._no_pin_blocks:
+            errs: List[Optional[KVTierError]] = [None] * len(hashes)
+            try:
+                for lo in range(0, len(hashes), PIN_BLOCKS_MAX):
+                    hi = min(lo + PIN_BLOCKS_MAX, len(hashes))
+                    errs[lo:hi] = self._pin_blocks(hashes[lo:hi], dsts[lo:hi], layer, namespace, timeout)
+                return errs
+            except KVTierError as e:
+                if e.code != grpc.StatusCode.UNIMPLEMENTED or lo > 0:
+                    raise
+                self._no_pin_blocks = True
+        return self._get_each(hashes, dsts, layer, namespace, timeout)
+
+    def _pin_blocks(self, hashes: Sequence[bytes], dsts: List[np.ndarray], layer: int, namespace: Optional[str],
+                    timeout: Optional[float]) -> List[Optional[KVTierError]]:
+        t = timeout if timeout is not None else self._timeout
+        stub, md = self._c._stub, self._c._md
+        key = self._c._key
+        start = time.monotonic()
+        r = self._call(stub.PinBlocks, pb.PinBlocksRequest(
+            session_id=self.id, keys=[key(h, layer, namespace) for h in hashes]), timeout)
+        if len(r.entries) != len(hashes):
+            if r.lease_id:
+                self._background(stub.Release.future(pb.ReleaseRequest(session_id=self.id, lease_ids=[r.lease_id]),
+                                                     timeout=t, metadata=md))
+            raise KVTierError(f"kvtier: PinBlocks answered {len(r.entries)} entries for {len(hashes)} keys",
+                              grpc.StatusCode.INTERNAL)
+        errs: List[Optional[KVTierError]] = [None] * len(hashes)
+        arena, size = self._arena, self.arena_bytes
+        for i, e in enumerate(r.entries):
+            if e.code:
+                errs[i] = from_code(e.code, e.message)
+                continue
+            off, n = e.slot.offset, e.slot.length
+            if n != dsts[i].nbytes:
+                errs[i] = from_code(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"kvtier: buffer {i} has {dsts[i].nbytes} bytes, the block {n}")
+                continue
+            if off > size or n > size - off:
+                errs[i] = KVTierError(f"kvtier: slot [{off}, +{n}) outside the {size}-byte arena",
+                                      grpc.StatusCode.INTERNAL)
+                continue
+            np.copyto(dsts[i], arena[off:off + n])
+        if r.lease_id:
+            req = pb.ReleaseRequest(session_id=self.id, lease_ids=[r.lease_id])
+            if time.monotonic() - start < r.lease_ttl_ms / 1000.0 * 0.75:
+                # Every copy ended well inside the lease: the bytes are the
+                # blocks'; release without waiting.
+                self._background(stub.Release.future(req, timeout=t, metadata=md))
+            else:
+                try:
+                    stub.Release(req, timeout=t, metadata=md)
+                except grpc.RpcError as ex:
+                    err = from_rpc_error(ex)
+                    errs = [e0 if e0 is not None or r.entries[i].code else err for i, e0 in enumerate(errs)]
+        return errs
+
+    def _get_each(self, hashes: Sequence[bytes], dsts: List[np.ndarray], layer: int, namespace: Optional[str],
+                  timeout: Optional[float]) -> List[Optional[KVTierError]]:
         t = timeout if timeout is not None else self._timeout
         stub, md = self._c._stub, self._c._md
         start = time.monotonic()

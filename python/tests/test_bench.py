@@ -64,7 +64,9 @@ def test_get_many_vs_go(daemon, record_property):
         py_inline = py_rate(inline, hashes, outs, rounds)
     res = {
         "py_shm_MBps": py_shm / 1e6, "go_shm_MBps": go["shm_bytes_per_s"] / 1e6,
-        "shm_ratio": py_shm / go["shm_bytes_per_s"],
+        "go_shm_batch_MBps": go["shm_batch_bytes_per_s"] / 1e6,
+        # Against the Go client's faster way: per-block Gets or one GetBatch.
+        "shm_ratio": py_shm / max(go["shm_bytes_per_s"], go["shm_batch_bytes_per_s"]),
         "py_inline_MBps": py_inline / 1e6, "go_inline_MBps": go["inline_bytes_per_s"] / 1e6,
         "inline_ratio": py_inline / go["inline_bytes_per_s"],
     }

@@ -3348,6 +3348,248 @@ func (x *HintResponse) GetBlocksScheduled() uint32 {
 	return 0
 }
 
+// PinBlocksRequest pins many blocks for reading through shared memory.
+type PinBlocksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session from Attach. Required.
+	SessionId []byte `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The blocks' keys, 1 to 4096 of them. A key may repeat; each entry is
+	// pinned (and answered) on its own.
+	Keys []*Key `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// As GetRequest.promote, for every key.
+	Promote Tier `protobuf:"varint,3,opt,name=promote,proto3,enum=kvtier.v1.Tier" json:"promote,omitempty"`
+	// Lease lifetime in milliseconds; 0 means the session's default. At most
+	// the session's max_lease_ttl_ms.
+	LeaseTtlMs uint32 `protobuf:"varint,4,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	// Pin leases (from PinBlock or PinBlocks) to release before pinning, as
+	// PinBlockRequest.release_lease_ids.
+	ReleaseLeaseIds []uint64 `protobuf:"varint,5,rep,packed,name=release_lease_ids,json=releaseLeaseIds,proto3" json:"release_lease_ids,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PinBlocksRequest) Reset() {
+	*x = PinBlocksRequest{}
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinBlocksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinBlocksRequest) ProtoMessage() {}
+
+func (x *PinBlocksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinBlocksRequest.ProtoReflect.Descriptor instead.
+func (*PinBlocksRequest) Descriptor() ([]byte, []int) {
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *PinBlocksRequest) GetSessionId() []byte {
+	if x != nil {
+		return x.SessionId
+	}
+	return nil
+}
+
+func (x *PinBlocksRequest) GetKeys() []*Key {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *PinBlocksRequest) GetPromote() Tier {
+	if x != nil {
+		return x.Promote
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+func (x *PinBlocksRequest) GetLeaseTtlMs() uint32 {
+	if x != nil {
+		return x.LeaseTtlMs
+	}
+	return 0
+}
+
+func (x *PinBlocksRequest) GetReleaseLeaseIds() []uint64 {
+	if x != nil {
+		return x.ReleaseLeaseIds
+	}
+	return nil
+}
+
+// PinBlocksEntry answers one key of a PinBlocksRequest.
+type PinBlocksEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the block's bytes are; unset when the pin failed.
+	Slot *ArenaSlot `protobuf:"bytes,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	// The block's layout; unset when the pin failed.
+	Layout *Layout `protobuf:"bytes,2,opt,name=layout,proto3" json:"layout,omitempty"`
+	// The fastest tier that held the block when the pin was taken.
+	From Tier `protobuf:"varint,3,opt,name=from,proto3,enum=kvtier.v1.Tier" json:"from,omitempty"`
+	// When this key's pin failed: its gRPC status code (never 0; 5
+	// NOT_FOUND for a block not cached, 15 DATA_LOSS for a corrupt one) ...
+	Code int32 `protobuf:"varint,4,opt,name=code,proto3" json:"code,omitempty"`
+	// ... and message, as PinBlock would have returned them.
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PinBlocksEntry) Reset() {
+	*x = PinBlocksEntry{}
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinBlocksEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinBlocksEntry) ProtoMessage() {}
+
+func (x *PinBlocksEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinBlocksEntry.ProtoReflect.Descriptor instead.
+func (*PinBlocksEntry) Descriptor() ([]byte, []int) {
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *PinBlocksEntry) GetSlot() *ArenaSlot {
+	if x != nil {
+		return x.Slot
+	}
+	return nil
+}
+
+func (x *PinBlocksEntry) GetLayout() *Layout {
+	if x != nil {
+		return x.Layout
+	}
+	return nil
+}
+
+func (x *PinBlocksEntry) GetFrom() Tier {
+	if x != nil {
+		return x.From
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+func (x *PinBlocksEntry) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *PinBlocksEntry) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// PinBlocksResponse is the pins of a PinBlocksRequest.
+type PinBlocksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The one lease holding every pinned entry, for Release; 0 when no key
+	// was pinned.
+	LeaseId uint64 `protobuf:"varint,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
+	// One entry per requested key, in order.
+	Entries []*PinBlocksEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The lease's lifetime in milliseconds, from when the daemon granted it.
+	LeaseTtlMs uint32 `protobuf:"varint,3,opt,name=lease_ttl_ms,json=leaseTtlMs,proto3" json:"lease_ttl_ms,omitempty"`
+	// How many entries are pinned (code 0).
+	Pinned        uint32 `protobuf:"varint,4,opt,name=pinned,proto3" json:"pinned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PinBlocksResponse) Reset() {
+	*x = PinBlocksResponse{}
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PinBlocksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PinBlocksResponse) ProtoMessage() {}
+
+func (x *PinBlocksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kvtier_v1_kvtier_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PinBlocksResponse.ProtoReflect.Descriptor instead.
+func (*PinBlocksResponse) Descriptor() ([]byte, []int) {
+	return file_kvtier_v1_kvtier_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *PinBlocksResponse) GetLeaseId() uint64 {
+	if x != nil {
+		return x.LeaseId
+	}
+	return 0
+}
+
+func (x *PinBlocksResponse) GetEntries() []*PinBlocksEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *PinBlocksResponse) GetLeaseTtlMs() uint32 {
+	if x != nil {
+		return x.LeaseTtlMs
+	}
+	return 0
+}
+
+func (x *PinBlocksResponse) GetPinned() uint32 {
+	if x != nil {
+		return x.Pinned
+	}
+	return 0
+}
+
 var File_kvtier_v1_kvtier_proto protoreflect.FileDescriptor
 
 const file_kvtier_v1_kvtier_proto_rawDesc = "" +
@@ -3603,7 +3845,27 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\"I\n" +
 	"\fHintResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12)\n" +
-	"\x10blocks_scheduled\x18\x02 \x01(\rR\x0fblocksScheduled*]\n" +
+	"\x10blocks_scheduled\x18\x02 \x01(\rR\x0fblocksScheduled\"\xce\x01\n" +
+	"\x10PinBlocksRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\fR\tsessionId\x12\"\n" +
+	"\x04keys\x18\x02 \x03(\v2\x0e.kvtier.v1.KeyR\x04keys\x12)\n" +
+	"\apromote\x18\x03 \x01(\x0e2\x0f.kvtier.v1.TierR\apromote\x12 \n" +
+	"\flease_ttl_ms\x18\x04 \x01(\rR\n" +
+	"leaseTtlMs\x12*\n" +
+	"\x11release_lease_ids\x18\x05 \x03(\x04R\x0freleaseLeaseIds\"\xb8\x01\n" +
+	"\x0ePinBlocksEntry\x12(\n" +
+	"\x04slot\x18\x01 \x01(\v2\x14.kvtier.v1.ArenaSlotR\x04slot\x12)\n" +
+	"\x06layout\x18\x02 \x01(\v2\x11.kvtier.v1.LayoutR\x06layout\x12#\n" +
+	"\x04from\x18\x03 \x01(\x0e2\x0f.kvtier.v1.TierR\x04from\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\"\x9d\x01\n" +
+	"\x11PinBlocksResponse\x12\x19\n" +
+	"\blease_id\x18\x01 \x01(\x04R\aleaseId\x123\n" +
+	"\aentries\x18\x02 \x03(\v2\x19.kvtier.v1.PinBlocksEntryR\aentries\x12 \n" +
+	"\flease_ttl_ms\x18\x03 \x01(\rR\n" +
+	"leaseTtlMs\x12\x16\n" +
+	"\x06pinned\x18\x04 \x01(\rR\x06pinned*]\n" +
 	"\x05Dtype\x12\x15\n" +
 	"\x11DTYPE_UNSPECIFIED\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -3626,7 +3888,7 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"\x15HASH_ALGO_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eHASH_ALGO_XXH3\x10\x01\x12\x19\n" +
 	"\x15HASH_ALGO_SHA256_CBOR\x10\x02\x12\x19\n" +
-	"\x15HASH_ALGO_XXHASH_CBOR\x10\x032\xc6\a\n" +
+	"\x15HASH_ALGO_XXHASH_CBOR\x10\x032\x8e\b\n" +
 	"\rKVTierService\x126\n" +
 	"\x03Put\x12\x15.kvtier.v1.PutRequest\x1a\x16.kvtier.v1.PutResponse(\x01\x126\n" +
 	"\x03Get\x12\x15.kvtier.v1.GetRequest\x1a\x16.kvtier.v1.GetResponse0\x01\x12=\n" +
@@ -3641,7 +3903,8 @@ const file_kvtier_v1_kvtier_proto_rawDesc = "" +
 	"CommitSlot\x12\x1c.kvtier.v1.CommitSlotRequest\x1a\x1d.kvtier.v1.CommitSlotResponse\x12F\n" +
 	"\tAbortSlot\x12\x1b.kvtier.v1.AbortSlotRequest\x1a\x1c.kvtier.v1.AbortSlotResponse\x12C\n" +
 	"\bPinBlock\x12\x1a.kvtier.v1.PinBlockRequest\x1a\x1b.kvtier.v1.PinBlockResponse\x12J\n" +
-	"\tPinStream\x12\x1b.kvtier.v1.PinStreamRequest\x1a\x1c.kvtier.v1.PinStreamResponse(\x010\x01\x12;\n" +
+	"\tPinStream\x12\x1b.kvtier.v1.PinStreamRequest\x1a\x1c.kvtier.v1.PinStreamResponse(\x010\x01\x12F\n" +
+	"\tPinBlocks\x12\x1b.kvtier.v1.PinBlocksRequest\x1a\x1c.kvtier.v1.PinBlocksResponse\x12;\n" +
 	"\x04Hint\x12\x16.kvtier.v1.HintRequest\x1a\x17.kvtier.v1.HintResponse(\x010\x01B3Z1github.com/kvtier/kvtier/proto/kvtier/v1;kvtierv1b\x06proto3"
 
 var (
@@ -3657,7 +3920,7 @@ func file_kvtier_v1_kvtier_proto_rawDescGZIP() []byte {
 }
 
 var file_kvtier_v1_kvtier_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kvtier_v1_kvtier_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_kvtier_v1_kvtier_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_kvtier_v1_kvtier_proto_goTypes = []any{
 	(Dtype)(0),                     // 0: kvtier.v1.Dtype
 	(KVOrder)(0),                   // 1: kvtier.v1.KVOrder
@@ -3703,6 +3966,9 @@ var file_kvtier_v1_kvtier_proto_goTypes = []any{
 	(*LayerQueryHint)(nil),         // 41: kvtier.v1.LayerQueryHint
 	(*RequestFinishedHint)(nil),    // 42: kvtier.v1.RequestFinishedHint
 	(*HintResponse)(nil),           // 43: kvtier.v1.HintResponse
+	(*PinBlocksRequest)(nil),       // 44: kvtier.v1.PinBlocksRequest
+	(*PinBlocksEntry)(nil),         // 45: kvtier.v1.PinBlocksEntry
+	(*PinBlocksResponse)(nil),      // 46: kvtier.v1.PinBlocksResponse
 }
 var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	0,  // 0: kvtier.v1.Layout.dtype:type_name -> kvtier.v1.Dtype
@@ -3738,39 +4004,47 @@ var file_kvtier_v1_kvtier_proto_depIdxs = []int32{
 	41, // 30: kvtier.v1.HintRequest.layer_query:type_name -> kvtier.v1.LayerQueryHint
 	12, // 31: kvtier.v1.RequestArrivedHint.hash_params:type_name -> kvtier.v1.HashParams
 	2,  // 32: kvtier.v1.RequestArrivedHint.target:type_name -> kvtier.v1.Tier
-	8,  // 33: kvtier.v1.KVTierService.Put:input_type -> kvtier.v1.PutRequest
-	10, // 34: kvtier.v1.KVTierService.Get:input_type -> kvtier.v1.GetRequest
-	13, // 35: kvtier.v1.KVTierService.Lookup:input_type -> kvtier.v1.LookupRequest
-	15, // 36: kvtier.v1.KVTierService.Release:input_type -> kvtier.v1.ReleaseRequest
-	17, // 37: kvtier.v1.KVTierService.Delete:input_type -> kvtier.v1.DeleteRequest
-	19, // 38: kvtier.v1.KVTierService.Stats:input_type -> kvtier.v1.StatsRequest
-	25, // 39: kvtier.v1.KVTierService.Attach:input_type -> kvtier.v1.AttachRequest
-	23, // 40: kvtier.v1.KVTierService.AttachHbmArena:input_type -> kvtier.v1.AttachHbmArenaRequest
-	28, // 41: kvtier.v1.KVTierService.ReserveSlot:input_type -> kvtier.v1.ReserveSlotRequest
-	30, // 42: kvtier.v1.KVTierService.CommitSlot:input_type -> kvtier.v1.CommitSlotRequest
-	32, // 43: kvtier.v1.KVTierService.AbortSlot:input_type -> kvtier.v1.AbortSlotRequest
-	34, // 44: kvtier.v1.KVTierService.PinBlock:input_type -> kvtier.v1.PinBlockRequest
-	36, // 45: kvtier.v1.KVTierService.PinStream:input_type -> kvtier.v1.PinStreamRequest
-	38, // 46: kvtier.v1.KVTierService.Hint:input_type -> kvtier.v1.HintRequest
-	9,  // 47: kvtier.v1.KVTierService.Put:output_type -> kvtier.v1.PutResponse
-	11, // 48: kvtier.v1.KVTierService.Get:output_type -> kvtier.v1.GetResponse
-	14, // 49: kvtier.v1.KVTierService.Lookup:output_type -> kvtier.v1.LookupResponse
-	16, // 50: kvtier.v1.KVTierService.Release:output_type -> kvtier.v1.ReleaseResponse
-	18, // 51: kvtier.v1.KVTierService.Delete:output_type -> kvtier.v1.DeleteResponse
-	21, // 52: kvtier.v1.KVTierService.Stats:output_type -> kvtier.v1.StatsResponse
-	27, // 53: kvtier.v1.KVTierService.Attach:output_type -> kvtier.v1.AttachResponse
-	24, // 54: kvtier.v1.KVTierService.AttachHbmArena:output_type -> kvtier.v1.AttachHbmArenaResponse
-	29, // 55: kvtier.v1.KVTierService.ReserveSlot:output_type -> kvtier.v1.ReserveSlotResponse
-	31, // 56: kvtier.v1.KVTierService.CommitSlot:output_type -> kvtier.v1.CommitSlotResponse
-	33, // 57: kvtier.v1.KVTierService.AbortSlot:output_type -> kvtier.v1.AbortSlotResponse
-	35, // 58: kvtier.v1.KVTierService.PinBlock:output_type -> kvtier.v1.PinBlockResponse
-	37, // 59: kvtier.v1.KVTierService.PinStream:output_type -> kvtier.v1.PinStreamResponse
-	43, // 60: kvtier.v1.KVTierService.Hint:output_type -> kvtier.v1.HintResponse
-	47, // [47:61] is the sub-list for method output_type
-	33, // [33:47] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	4,  // 33: kvtier.v1.PinBlocksRequest.keys:type_name -> kvtier.v1.Key
+	2,  // 34: kvtier.v1.PinBlocksRequest.promote:type_name -> kvtier.v1.Tier
+	6,  // 35: kvtier.v1.PinBlocksEntry.slot:type_name -> kvtier.v1.ArenaSlot
+	5,  // 36: kvtier.v1.PinBlocksEntry.layout:type_name -> kvtier.v1.Layout
+	2,  // 37: kvtier.v1.PinBlocksEntry.from:type_name -> kvtier.v1.Tier
+	45, // 38: kvtier.v1.PinBlocksResponse.entries:type_name -> kvtier.v1.PinBlocksEntry
+	8,  // 39: kvtier.v1.KVTierService.Put:input_type -> kvtier.v1.PutRequest
+	10, // 40: kvtier.v1.KVTierService.Get:input_type -> kvtier.v1.GetRequest
+	13, // 41: kvtier.v1.KVTierService.Lookup:input_type -> kvtier.v1.LookupRequest
+	15, // 42: kvtier.v1.KVTierService.Release:input_type -> kvtier.v1.ReleaseRequest
+	17, // 43: kvtier.v1.KVTierService.Delete:input_type -> kvtier.v1.DeleteRequest
+	19, // 44: kvtier.v1.KVTierService.Stats:input_type -> kvtier.v1.StatsRequest
+	25, // 45: kvtier.v1.KVTierService.Attach:input_type -> kvtier.v1.AttachRequest
+	23, // 46: kvtier.v1.KVTierService.AttachHbmArena:input_type -> kvtier.v1.AttachHbmArenaRequest
+	28, // 47: kvtier.v1.KVTierService.ReserveSlot:input_type -> kvtier.v1.ReserveSlotRequest
+	30, // 48: kvtier.v1.KVTierService.CommitSlot:input_type -> kvtier.v1.CommitSlotRequest
+	32, // 49: kvtier.v1.KVTierService.AbortSlot:input_type -> kvtier.v1.AbortSlotRequest
+	34, // 50: kvtier.v1.KVTierService.PinBlock:input_type -> kvtier.v1.PinBlockRequest
+	36, // 51: kvtier.v1.KVTierService.PinStream:input_type -> kvtier.v1.PinStreamRequest
+	44, // 52: kvtier.v1.KVTierService.PinBlocks:input_type -> kvtier.v1.PinBlocksRequest
+	38, // 53: kvtier.v1.KVTierService.Hint:input_type -> kvtier.v1.HintRequest
+	9,  // 54: kvtier.v1.KVTierService.Put:output_type -> kvtier.v1.PutResponse
+	11, // 55: kvtier.v1.KVTierService.Get:output_type -> kvtier.v1.GetResponse
+	14, // 56: kvtier.v1.KVTierService.Lookup:output_type -> kvtier.v1.LookupResponse
+	16, // 57: kvtier.v1.KVTierService.Release:output_type -> kvtier.v1.ReleaseResponse
+	18, // 58: kvtier.v1.KVTierService.Delete:output_type -> kvtier.v1.DeleteResponse
+	21, // 59: kvtier.v1.KVTierService.Stats:output_type -> kvtier.v1.StatsResponse
+	27, // 60: kvtier.v1.KVTierService.Attach:output_type -> kvtier.v1.AttachResponse
+	24, // 61: kvtier.v1.KVTierService.AttachHbmArena:output_type -> kvtier.v1.AttachHbmArenaResponse
+	29, // 62: kvtier.v1.KVTierService.ReserveSlot:output_type -> kvtier.v1.ReserveSlotResponse
+	31, // 63: kvtier.v1.KVTierService.CommitSlot:output_type -> kvtier.v1.CommitSlotResponse
+	33, // 64: kvtier.v1.KVTierService.AbortSlot:output_type -> kvtier.v1.AbortSlotResponse
+	35, // 65: kvtier.v1.KVTierService.PinBlock:output_type -> kvtier.v1.PinBlockResponse
+	37, // 66: kvtier.v1.KVTierService.PinStream:output_type -> kvtier.v1.PinStreamResponse
+	46, // 67: kvtier.v1.KVTierService.PinBlocks:output_type -> kvtier.v1.PinBlocksResponse
+	43, // 68: kvtier.v1.KVTierService.Hint:output_type -> kvtier.v1.HintResponse
+	54, // [54:69] is the sub-list for method output_type
+	39, // [39:54] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_kvtier_v1_kvtier_proto_init() }
@@ -3791,7 +4065,7 @@ func file_kvtier_v1_kvtier_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvtier_v1_kvtier_proto_rawDesc), len(file_kvtier_v1_kvtier_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   40,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

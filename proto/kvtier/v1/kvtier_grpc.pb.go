@@ -66,6 +66,7 @@ const (
 	KVTierService_AbortSlot_FullMethodName      = "/kvtier.v1.KVTierService/AbortSlot"
 	KVTierService_PinBlock_FullMethodName       = "/kvtier.v1.KVTierService/PinBlock"
 	KVTierService_PinStream_FullMethodName      = "/kvtier.v1.KVTierService/PinStream"
+	KVTierService_PinBlocks_FullMethodName      = "/kvtier.v1.KVTierService/PinBlocks"
 	KVTierService_Hint_FullMethodName           = "/kvtier.v1.KVTierService/Hint"
 )
 
@@ -156,6 +157,17 @@ type KVTierServiceClient interface {
 	// returned (the stream itself stays up). It costs much less per pin than
 	// a unary call.
 	PinStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PinStreamRequest, PinStreamResponse], error)
+	// PinBlocks pins a list of blocks in one call, under one lease: every
+	// block found is pinned (promoted to DRAM if needed) and answered with
+	// its slot; a block that could not be pinned (NOT_FOUND, DATA_LOSS...)
+	// is answered with its own status and holds nothing. The lease counts
+	// once against the session's max_leases and follows PinBlock's rules:
+	// it expires after lease_ttl_ms (every pin of it released, the id
+	// reported on the Attach stream), goes with the session, and is dropped
+	// whole by Release (or PinBlocksRequest.release_lease_ids) with its
+	// one lease id. At most 4096 keys per call. A call whose keys all fail
+	// succeeds with lease_id 0 and a status per key.
+	PinBlocks(ctx context.Context, in *PinBlocksRequest, opts ...grpc.CallOption) (*PinBlocksResponse, error)
 	// Hint carries engine hints for the prefetcher: a request arrived with a
 	// prefix; a layer of a request attended to blocks with scores; a request
 	// finished. Hint kinds the daemon's prefetcher does not handle end the
@@ -328,6 +340,16 @@ func (c *kVTierServiceClient) PinStream(ctx context.Context, opts ...grpc.CallOp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KVTierService_PinStreamClient = grpc.BidiStreamingClient[PinStreamRequest, PinStreamResponse]
 
+func (c *kVTierServiceClient) PinBlocks(ctx context.Context, in *PinBlocksRequest, opts ...grpc.CallOption) (*PinBlocksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PinBlocksResponse)
+	err := c.cc.Invoke(ctx, KVTierService_PinBlocks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *kVTierServiceClient) Hint(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[HintRequest, HintResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &KVTierService_ServiceDesc.Streams[5], KVTierService_Hint_FullMethodName, cOpts...)
@@ -428,6 +450,17 @@ type KVTierServiceServer interface {
 	// returned (the stream itself stays up). It costs much less per pin than
 	// a unary call.
 	PinStream(grpc.BidiStreamingServer[PinStreamRequest, PinStreamResponse]) error
+	// PinBlocks pins a list of blocks in one call, under one lease: every
+	// block found is pinned (promoted to DRAM if needed) and answered with
+	// its slot; a block that could not be pinned (NOT_FOUND, DATA_LOSS...)
+	// is answered with its own status and holds nothing. The lease counts
+	// once against the session's max_leases and follows PinBlock's rules:
+	// it expires after lease_ttl_ms (every pin of it released, the id
+	// reported on the Attach stream), goes with the session, and is dropped
+	// whole by Release (or PinBlocksRequest.release_lease_ids) with its
+	// one lease id. At most 4096 keys per call. A call whose keys all fail
+	// succeeds with lease_id 0 and a status per key.
+	PinBlocks(context.Context, *PinBlocksRequest) (*PinBlocksResponse, error)
 	// Hint carries engine hints for the prefetcher: a request arrived with a
 	// prefix; a layer of a request attended to blocks with scores; a request
 	// finished. Hint kinds the daemon's prefetcher does not handle end the
@@ -481,6 +514,9 @@ func (UnimplementedKVTierServiceServer) PinBlock(context.Context, *PinBlockReque
 }
 func (UnimplementedKVTierServiceServer) PinStream(grpc.BidiStreamingServer[PinStreamRequest, PinStreamResponse]) error {
 	return status.Error(codes.Unimplemented, "method PinStream not implemented")
+}
+func (UnimplementedKVTierServiceServer) PinBlocks(context.Context, *PinBlocksRequest) (*PinBlocksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PinBlocks not implemented")
 }
 func (UnimplementedKVTierServiceServer) Hint(grpc.BidiStreamingServer[HintRequest, HintResponse]) error {
 	return status.Error(codes.Unimplemented, "method Hint not implemented")
@@ -693,6 +729,24 @@ func _KVTierService_PinStream_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KVTierService_PinStreamServer = grpc.BidiStreamingServer[PinStreamRequest, PinStreamResponse]
 
+func _KVTierService_PinBlocks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PinBlocksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVTierServiceServer).PinBlocks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KVTierService_PinBlocks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVTierServiceServer).PinBlocks(ctx, req.(*PinBlocksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _KVTierService_Hint_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(KVTierServiceServer).Hint(&grpc.GenericServerStream[HintRequest, HintResponse]{ServerStream: stream})
 }
@@ -738,6 +792,10 @@ var KVTierService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PinBlock",
 			Handler:    _KVTierService_PinBlock_Handler,
+		},
+		{
+			MethodName: "PinBlocks",
+			Handler:    _KVTierService_PinBlocks_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

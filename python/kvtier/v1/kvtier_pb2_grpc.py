@@ -82,6 +82,11 @@ class KVTierServiceStub(object):
                 request_serializer=kvtier_dot_v1_dot_kvtier__pb2.PinStreamRequest.SerializeToString,
                 response_deserializer=kvtier_dot_v1_dot_kvtier__pb2.PinStreamResponse.FromString,
                 )
+        self.PinBlocks = channel.unary_unary(
+                '/kvtier.v1.KVTierService/PinBlocks',
+                request_serializer=kvtier_dot_v1_dot_kvtier__pb2.PinBlocksRequest.SerializeToString,
+                response_deserializer=kvtier_dot_v1_dot_kvtier__pb2.PinBlocksResponse.FromString,
+                )
         self.Hint = channel.stream_stream(
                 '/kvtier.v1.KVTierService/Hint',
                 request_serializer=kvtier_dot_v1_dot_kvtier__pb2.HintRequest.SerializeToString,
@@ -239,6 +244,22 @@ class KVTierServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PinBlocks(self, request, context):
+        """PinBlocks pins a list of blocks in one call, under one lease: every
+        block found is pinned (promoted to DRAM if needed) and answered with
+        its slot; a block that could not be pinned (NOT_FOUND, DATA_LOSS...)
+        is answered with its own status and holds nothing. The lease counts
+        once against the session's max_leases and follows PinBlock's rules:
+        it expires after lease_ttl_ms (every pin of it released, the id
+        reported on the Attach stream), goes with the session, and is dropped
+        whole by Release (or PinBlocksRequest.release_lease_ids) with its
+        one lease id. At most 4096 keys per call. A call whose keys all fail
+        succeeds with lease_id 0 and a status per key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Hint(self, request_iterator, context):
         """Hint carries engine hints for the prefetcher: a request arrived with a
         prefix; a layer of a request attended to blocks with scores; a request
@@ -316,6 +337,11 @@ def add_KVTierServiceServicer_to_server(servicer, server):
                     servicer.PinStream,
                     request_deserializer=kvtier_dot_v1_dot_kvtier__pb2.PinStreamRequest.FromString,
                     response_serializer=kvtier_dot_v1_dot_kvtier__pb2.PinStreamResponse.SerializeToString,
+            ),
+            'PinBlocks': grpc.unary_unary_rpc_method_handler(
+                    servicer.PinBlocks,
+                    request_deserializer=kvtier_dot_v1_dot_kvtier__pb2.PinBlocksRequest.FromString,
+                    response_serializer=kvtier_dot_v1_dot_kvtier__pb2.PinBlocksResponse.SerializeToString,
             ),
             'Hint': grpc.stream_stream_rpc_method_handler(
                     servicer.Hint,
@@ -553,6 +579,23 @@ class KVTierService(object):
         return grpc.experimental.stream_stream(request_iterator, target, '/kvtier.v1.KVTierService/PinStream',
             kvtier_dot_v1_dot_kvtier__pb2.PinStreamRequest.SerializeToString,
             kvtier_dot_v1_dot_kvtier__pb2.PinStreamResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def PinBlocks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/kvtier.v1.KVTierService/PinBlocks',
+            kvtier_dot_v1_dot_kvtier__pb2.PinBlocksRequest.SerializeToString,
+            kvtier_dot_v1_dot_kvtier__pb2.PinBlocksResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
