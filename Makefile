@@ -7,7 +7,7 @@ PKGS    ?= ./...
 # CI runs on 2 cores: keep the race-enabled suite under 10 minutes there.
 TESTFLAGS ?= -race -timeout 15m
 
-.PHONY: all build build-nocgo test vet run bench bench-go proto proto-check fmt lint gpu-check clean py-deps py-proto py-proto-check py-test soak
+.PHONY: all build build-nocgo test test-go vet run bench bench-go proto proto-check fmt lint gpu-check clean py-deps py-proto py-proto-check py-test soak
 
 # go-nvml's headers use deprecated declarations; keep the build output readable.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -24,8 +24,16 @@ build-nocgo:
 vet:
 	$(GO) vet $(PKGS)
 
-test: vet build-nocgo proto-check py-test
-	$(GO) test $(TESTFLAGS) $(PKGS)
+# `go vet` above runs every analyzer over the same packages and their tests,
+# so go test's own vet pass (a subset, in the race build) is skipped. Tests
+# that need the daemon binary use bin/kvtier (KVTIER_BIN) instead of linking
+# it again. docs/make-test.md has the cold timings; scripts/cold-test.sh
+# measures them.
+test: vet build-nocgo proto-check py-test test-go
+
+# The go test step of `make test` alone (it relies on make test's go vet).
+test-go: build
+	KVTIER_BIN=$(CURDIR)/$(BIN) $(GO) test -vet=off $(TESTFLAGS) $(PKGS)
 
 # Regenerate proto/kvtier/v1's Go code: protoc-gen-go and protoc-gen-go-grpc
 # are pinned in proto/gen.sh and built once into bin/proto-tools.

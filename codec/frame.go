@@ -14,6 +14,8 @@ import (
 //	  5   1 mode (Mode)
 //	  6   2 flags (reserved, 0)
 //	  8  12 layout: dtype u8, order u8, layers u16, kv_heads u16, head_dim u16, tokens u32
+//	        (order: 0 separate, 1 interleaved, 2 unspecified; frames written
+//	        before 2 existed hold 0 or 1 and read as they always did)
 //	 20   8 mode parameters (Params), meaning defined by the mode
 //	 28   4 raw length: bytes the frame decodes to (must equal layout size)
 //	 32   4 payload length

@@ -69,7 +69,21 @@ const (
 	KVSeparate Order = iota
 	// KVInterleaved: per layer, K then V ([layers][2][kv_heads][tokens][head_dim]).
 	KVInterleaved
+	// KVUnspecified: the client did not say. The codec treats the block as
+	// KVSeparate (see Effective), and the tiers keep the value as it was put
+	// so that a Get returns it unchanged. It is numbered after the others
+	// because KVSeparate is 0 in frames and index entries already on disk.
+	KVUnspecified
 )
+
+// Effective returns the arrangement the codec uses for o: KVSeparate for
+// KVUnspecified, o otherwise.
+func (o Order) Effective() Order {
+	if o == KVUnspecified {
+		return KVSeparate
+	}
+	return o
+}
 
 func (o Order) String() string {
 	switch o {
@@ -77,6 +91,8 @@ func (o Order) String() string {
 		return "kv_separate"
 	case KVInterleaved:
 		return "kv_interleaved"
+	case KVUnspecified:
+		return "kv_unspecified"
 	}
 	return fmt.Sprintf("order(%d)", uint8(o))
 }
@@ -128,7 +144,7 @@ func (l Layout) Validate() error {
 	switch {
 	case l.DType.Size() == 0:
 		return fmt.Errorf("%w: dtype: unknown %v", ErrLayout, l.DType)
-	case l.Order > KVInterleaved:
+	case l.Order > KVUnspecified:
 		return fmt.Errorf("%w: order: unknown %v", ErrLayout, l.Order)
 	case l.Layers > MaxLayers:
 		return fmt.Errorf("%w: layers: %d exceeds %d", ErrLayout, l.Layers, MaxLayers)

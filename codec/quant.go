@@ -15,7 +15,9 @@ import (
 // The block is cut into units: one [tokens][head_dim] matrix of K or V for one
 // layer and KV head. In both orders unit i is raw bytes [i·u, (i+1)·u); in
 // KVSeparate the first half are K, in KVInterleaved each layer holds its K
-// heads then its V heads. The payload is
+// heads then its V heads. A block whose order is KVUnspecified is quantized
+// as KVSeparate (Order.Effective); its frame still records KVUnspecified. The
+// payload is
 //
 //	u32 × units   encoded length of each unit
 //	units         back to back
@@ -199,7 +201,7 @@ func newGeom(l Layout, q quantParams) qgeom {
 
 // unit returns whether unit i holds values and its layer within the block.
 func (g *qgeom) unit(i int) (isV bool, layer int) {
-	if g.l.Order == KVInterleaved {
+	if g.l.Order.Effective() == KVInterleaved {
 		return (i/g.H)%2 == 1, i / (2 * g.H)
 	}
 	half := g.L * g.H

@@ -112,7 +112,9 @@ func layoutFromProto(field string, l *pb.Layout) (codec.Layout, error) {
 	}
 	var order codec.Order
 	switch l.GetOrder() {
-	case pb.KVOrder_KV_ORDER_UNSPECIFIED, pb.KVOrder_KV_ORDER_SEPARATE:
+	case pb.KVOrder_KV_ORDER_UNSPECIFIED:
+		order = codec.KVUnspecified
+	case pb.KVOrder_KV_ORDER_SEPARATE:
 		order = codec.KVSeparate
 	case pb.KVOrder_KV_ORDER_INTERLEAVED:
 		order = codec.KVInterleaved
@@ -144,8 +146,11 @@ func layoutFromProto(field string, l *pb.Layout) (codec.Layout, error) {
 
 func layoutToProto(l codec.Layout) *pb.Layout {
 	order := pb.KVOrder_KV_ORDER_SEPARATE
-	if l.Order == codec.KVInterleaved {
+	switch l.Order {
+	case codec.KVInterleaved:
 		order = pb.KVOrder_KV_ORDER_INTERLEAVED
+	case codec.KVUnspecified:
+		order = pb.KVOrder_KV_ORDER_UNSPECIFIED
 	}
 	return &pb.Layout{
 		Dtype: dtypeToProto(l.DType), Order: order, Layers: uint32(l.Layers),

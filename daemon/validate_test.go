@@ -43,7 +43,8 @@ func TestLayoutFromProto(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := codec.Layout{DType: codec.BF16, Tokens: 16, KVHeads: 8, HeadDim: 128, Layers: 32}
+				// No order given: kept unset (the codec treats it as separate).
+				want := codec.Layout{DType: codec.BF16, Order: codec.KVUnspecified, Tokens: 16, KVHeads: 8, HeadDim: 128, Layers: 32}
 				if l != want {
 					t.Errorf("layout %v, want %v", l, want)
 				}

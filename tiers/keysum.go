@@ -65,7 +65,7 @@ func SummarizeKeys(dst []byte, l Layout, data []byte) ([]byte, error) {
 	for li := range l.NumLayers() {
 		for h := range H {
 			var base int // element index of K[li][h][0][0]
-			if l.Order == codec.KVInterleaved {
+			if l.Order.Effective() == codec.KVInterleaved {
 				base = ((li*2)*H + h) * T * D
 			} else {
 				base = (li*H + h) * T * D

@@ -73,8 +73,11 @@ func newEnv() (*env, error) {
 		return nil, err
 	}
 	e := &env{dir: dir, bin: filepath.Join(dir, "kvtier"), loaded: map[string]bool{}}
-	build := exec.Command("go", "build", "-o", e.bin, "github.com/kvtier/kvtier/cmd/kvtier")
-	if out, err := build.CombinedOutput(); err != nil {
+	// make test builds bin/kvtier first and names it in KVTIER_BIN: use it
+	// rather than linking the same binary again.
+	if b := os.Getenv("KVTIER_BIN"); b != "" {
+		e.bin = b
+	} else if out, err := exec.Command("go", "build", "-o", e.bin, "github.com/kvtier/kvtier/cmd/kvtier").CombinedOutput(); err != nil {
 		e.close()
 		return nil, fmt.Errorf("building kvtier: %v\n%s", err, out)
 	}

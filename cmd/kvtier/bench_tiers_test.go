@@ -83,9 +83,13 @@ func TestBenchLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts a daemon")
 	}
-	bin := filepath.Join(t.TempDir(), "kvtier")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	// make test builds bin/kvtier first and names it in KVTIER_BIN.
+	bin := os.Getenv("KVTIER_BIN")
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "kvtier")
+		if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
 	}
 	d, err := load.StartDaemon(context.Background(), bin, "--dram-bytes", "256MiB", "--hbm", "off")
 	if err != nil {

@@ -243,7 +243,7 @@ func SplitKV(l codec.Layout, raw []byte) (k, v []float32, err error) {
 		}
 	}
 	half := n / 2
-	if l.Order == codec.KVSeparate {
+	if l.Order.Effective() == codec.KVSeparate {
 		return all[:half], all[half:], nil
 	}
 	k, v = make([]float32, half), make([]float32, half)
