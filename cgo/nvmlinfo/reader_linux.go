@@ -27,17 +27,9 @@ type Reader struct {
 // ErrUnavailable when there is no NVML library, it fails to initialize, or
 // the device is not there.
 func Open(opts ...Option) (*Reader, error) {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
-	var libOpts []nvml.LibraryOption
-	if o.path != "" {
-		libOpts = append(libOpts, nvml.WithLibraryPath(o.path))
-	}
+	o, lib := newLibrary(opts)
 	nvmlMu.Lock()
 	defer nvmlMu.Unlock()
-	lib := nvml.New(libOpts...)
 	if ret := lib.Init(); ret != nvml.SUCCESS {
 		if ret == nvml.ERROR_LIBRARY_NOT_FOUND {
 			return nil, fmt.Errorf("%w: no NVML library (%s)", ErrUnavailable, libName(o.path))
@@ -52,6 +44,20 @@ func Open(opts ...Option) (*Reader, error) {
 	}
 	r.dev = dev
 	return r, nil
+}
+
+// newLibrary applies opts and returns them with the NVML library they
+// name (not yet initialized).
+func newLibrary(opts []Option) (options, nvml.Interface) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var libOpts []nvml.LibraryOption
+	if o.path != "" {
+		libOpts = append(libOpts, nvml.WithLibraryPath(o.path))
+	}
+	return o, nvml.New(libOpts...)
 }
 
 func libName(p string) string {
@@ -189,15 +195,8 @@ type Monitor struct {
 // OpenMonitor initializes NVML. The error wraps ErrUnavailable when there
 // is no NVML library or it fails to initialize.
 func OpenMonitor(opts ...Option) (*Monitor, error) {
-	var o options
-	for _, opt := range opts {
-		opt(&o)
-	}
-	var libOpts []nvml.LibraryOption
-	if o.path != "" {
-		libOpts = append(libOpts, nvml.WithLibraryPath(o.path))
-	}
-	return NewMonitor(nvml.New(libOpts...), libName(o.path))
+	o, lib := newLibrary(opts)
+	return NewMonitor(lib, libName(o.path))
 }
 
 // NewMonitor initializes lib (a go-nvml Interface: the real library, or
